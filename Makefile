@@ -1,0 +1,27 @@
+# Two commands do everything on a fresh machine: `make book` and `make test` (see README).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export FEDCORE_DATA_DIR ?= $(CURDIR)/data
+
+.PHONY: book test lint check-book benchmark clean
+
+$(VENV)/installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[book,test]"
+	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	touch $@
+
+book: $(VENV)/installed
+	$(PY) -m fedcore run --rounds 50 --bias 1.0
+
+test: $(VENV)/installed
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+benchmark: $(VENV)/installed
+	$(PY) benchmarks/round_speed.py
+
+clean:
+	rm -rf _build runs book/notebooks

@@ -1,0 +1,148 @@
+"""Run configuration: every parameter of an experiment, validated before any work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+ENGINE_VERSION = "1"  # bump when a change to the engine alters results, so stored runs are recomputed
+
+DATASETS = ("mnist", "fashion-mnist")
+MODELS = ("mlp", "cnn", "logistic")
+ALLOCATIONS = ("uniform", "biased", "dirichlet", "classes", "shards")
+STRATEGIES = ("fedavg",)
+DEVICES = ("auto", "cpu", "cuda")
+NUM_CLASSES = 10  # both datasets have ten classes
+
+# Parameters that only matter for one allocation or strategy; left out of the run key otherwise.
+ALLOCATION_PARAMS = {
+    "uniform": (),
+    "biased": ("bias",),
+    "dirichlet": ("alpha",),
+    "classes": ("classes_per_worker",),
+    "shards": ("shards_per_worker",),
+}
+STRATEGY_PARAMS: dict[str, tuple[str, ...]] = {"fedavg": ()}
+EXECUTION_FIELDS = ("device", "threads", "data_dir")  # how to run, not what to run: not in the key
+# The centralized baseline pools all data: how it was allocated and aggregated does not matter.
+FEDERATED_ONLY = ("allocation", "strategy", "eval_workers", "shared_fraction")
+
+
+class ConfigError(ValueError):
+    """A parameter outside its allowed range; the message (and ``param``) name the parameter."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param or message.split(" ", 1)[0]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One federated (or centralized) training run."""
+
+    dataset: str = "mnist"
+    model: str = "mlp"
+    workers: int = 10
+    allocation: str = "biased"
+    bias: float = 0.0
+    alpha: float = 0.5
+    classes_per_worker: int = 2
+    shards_per_worker: int = 2
+    rounds: int = 50
+    participation: float = 1.0
+    local_epochs: int | None = 1
+    local_steps: int | None = None
+    batch_size: int | None = 32
+    lr: float = 0.05
+    lr_decay: float = 1.0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    strategy: str = "fedavg"
+    shared_fraction: float = 0.0
+    eval_workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    data_dir: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def replace(self, **changes: object) -> RunConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def experiment(self, kind: str = "federated") -> dict[str, object]:
+        """The fields that decide a run's result: no execution settings, no knobs the run ignores."""
+        unused = {p for a, ps in ALLOCATION_PARAMS.items() if a != self.allocation for p in ps}
+        unused |= {p for s, ps in STRATEGY_PARAMS.items() if s != self.strategy for p in ps}
+        unused -= set(ALLOCATION_PARAMS[self.allocation]) | set(STRATEGY_PARAMS[self.strategy])
+        if kind == "centralized":
+            unused |= set(FEDERATED_ONLY) | {p for ps in ALLOCATION_PARAMS.values() for p in ps}
+            unused |= {p for ps in STRATEGY_PARAMS.values() for p in ps}
+        return {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in unused and k not in EXECUTION_FIELDS
+        }
+
+    def key(self, kind: str = "federated") -> str:
+        """Stable hash of the experiment, the kind of run and the engine version."""
+        payload = {"kind": kind, "engine": ENGINE_VERSION, **self.experiment(kind)}
+        text = json.dumps(payload, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check(ok: bool, name: str, allowed: str, value: object) -> None:
+    if not ok:
+        raise ConfigError(f"{name} must be {allowed}; got {value!r}")
+
+
+def _choice(name: str, value: object, options: tuple[str, ...]) -> None:
+    _check(value in options, name, "one of " + ", ".join(options), value)
+
+
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate(c: RunConfig) -> None:
+    """Raise ConfigError naming the first parameter outside its allowed range."""
+    _choice("dataset", c.dataset, DATASETS)
+    _choice("model", c.model, MODELS)
+    _choice("allocation", c.allocation, ALLOCATIONS)
+    _choice("strategy", c.strategy, STRATEGIES)
+    _choice("device", c.device, DEVICES)
+    _check(_int(c.workers) and c.workers >= 2, "workers", "an integer >= 2", c.workers)
+    _check(_int(c.rounds) and c.rounds >= 1, "rounds", "an integer >= 1", c.rounds)
+    _check(0.0 < c.participation <= 1.0, "participation", "in (0, 1]", c.participation)
+    _check(
+        (c.local_epochs is None) != (c.local_steps is None),
+        "local_epochs/local_steps", "exactly one of the two set",
+        (c.local_epochs, c.local_steps),
+    )
+    if c.local_epochs is not None:
+        _check(_int(c.local_epochs) and c.local_epochs >= 1, "local_epochs", "an integer >= 1", c.local_epochs)
+    if c.local_steps is not None:
+        _check(_int(c.local_steps) and c.local_steps >= 1, "local_steps", "an integer >= 1", c.local_steps)
+    _check(
+        c.batch_size is None or (_int(c.batch_size) and c.batch_size >= 1),
+        "batch_size", "an integer >= 1 or None (full batch)", c.batch_size,
+    )
+    _check(c.lr > 0, "lr", "> 0", c.lr)
+    _check(0.0 < c.lr_decay <= 1.0, "lr_decay", "in (0, 1]", c.lr_decay)
+    _check(0.0 <= c.momentum < 1.0, "momentum", "in [0, 1)", c.momentum)
+    _check(c.weight_decay >= 0, "weight_decay", ">= 0", c.weight_decay)
+    _check(0.0 <= c.shared_fraction < 1.0, "shared_fraction", "in [0, 1)", c.shared_fraction)
+    _check(
+        _int(c.eval_workers) and 0 <= c.eval_workers <= 10_000,
+        "eval_workers", "an integer in [0, 10000] (test images per worker evaluation; 0 = off)",
+        c.eval_workers,
+    )
+    _check(_int(c.seed) and c.seed >= 0, "seed", "an integer >= 0", c.seed)
+    _check(c.threads is None or (_int(c.threads) and c.threads >= 1), "threads", "an integer >= 1 or None", c.threads)
+    from fedcore.allocation import partitioner_for
+
+    partitioner_for(c).check(c.workers, NUM_CLASSES)  # the allocation's own parameter

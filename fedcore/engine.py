@@ -1,0 +1,183 @@
+"""The federated engine (FedAvg and its strategies) and the non-federated baseline.
+
+Read top to bottom: set-up, then for each round every chosen worker trains from the global model
+with fresh optimizer state, the strategy aggregates, and the global model is evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fedcore import data as datasets
+from fedcore.allocation import Allocation, partitioner_for
+from fedcore.config import RunConfig
+from fedcore.metrics import confusion, evaluate
+from fedcore.models import build
+from fedcore.results import RunResult
+from fedcore.strategies import Update, strategy_for
+from fedcore.training import SGD, FlatModel, batch_stream, steps_for, train
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device must be 'auto' or 'cpu' here: CUDA is not available")
+    return torch.device(name)
+
+
+def configure_torch(threads: int | None) -> None:
+    """Set torch's thread count explicitly (default: every core; unset, steps can run 50x slower when
+    another process is busy) and flush denormal floats to zero (a converged model's tiny gradients are
+    otherwise several times slower to multiply on x86)."""
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_flush_denormal(True)
+
+
+def generator(*seed: int) -> torch.Generator:
+    """A CPU generator seeded from a tuple, e.g. (seed, round, worker): independent, reproducible streams."""
+    state = np.random.SeedSequence(list(seed)).generate_state(2, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+def allocate(config: RunConfig, labels: torch.Tensor) -> tuple[Allocation, list[torch.Tensor]]:
+    """The allocation and each worker's training indices, with the globally shared subset added to every worker."""
+    shared = torch.empty(0, dtype=torch.long)
+    pool = torch.arange(len(labels))
+    if config.shared_fraction > 0:
+        perm = torch.randperm(len(labels), generator=generator(config.seed, 1))
+        n_shared = round(config.shared_fraction * len(labels))
+        shared, pool = perm[:n_shared], perm[n_shared:].sort().values
+    alloc = partitioner_for(config).split(labels[pool], config.workers, config.seed)
+    return alloc, [torch.cat([pool[i], shared]) for i in alloc.indices]
+
+
+def _setup(config: RunConfig, data: datasets.Dataset | None) -> tuple[datasets.Dataset, FlatModel]:
+    configure_torch(config.threads)
+    device = resolve_device(config.device)
+    data = (data or datasets.load(config.dataset, config.data_dir)).to(device)
+    torch.manual_seed(config.seed)
+    return data, FlatModel(build(config.model, data.num_classes).to(device), data.num_classes)
+
+
+def _record(
+    result: RunResult, model: FlatModel, data: datasets.Dataset, rnd: int, lr: float, samples: int, seconds: float
+) -> float:
+    """Evaluate the global model, append its rows and return the test loss (stopping on NaN/inf)."""
+    ev = evaluate(model.module, data.test_x, data.test_y, data.num_classes)
+    if not math.isfinite(ev.loss):
+        raise TrainingDiverged(f"test loss became {ev.loss} at round {rnd} (lr {lr:g}); lower lr or the local work")
+    result.rounds.append({"round": rnd, "test_loss": ev.loss, "test_accuracy": ev.accuracy, "lr": lr,
+                          "samples": samples, "seconds": seconds, "predicted": ev.predicted})
+    result.classes.extend({"round": rnd, "digit": d, "accuracy": a} for d, a in enumerate(ev.class_accuracy))
+    return ev.loss
+
+
+def _progress(config: RunConfig, kind: str, progress: bool) -> tqdm:
+    label = f"{kind} {config.model} {config.allocation}"
+    if config.allocation == "biased":
+        label += f" {config.bias:g}"
+    return tqdm(range(1, config.rounds + 1), desc=label, unit="round", disable=not progress, leave=False)
+
+
+def _finish(result: RunResult, model: FlatModel, data: datasets.Dataset) -> RunResult:
+    result.confusion = confusion(model.module, data.test_x, data.test_y, data.num_classes).tolist()
+    return result
+
+
+Probe = Callable[[int, torch.Tensor, list[Update]], None]
+
+
+def run_federated(
+    config: RunConfig, progress: bool = True, data: datasets.Dataset | None = None, probe: Probe | None = None
+) -> RunResult:
+    """Train with federated averaging (or the configured strategy) and record every round.
+
+    ``data`` replaces the configured dataset (tests use small synthetic sets); ``probe`` is called
+    after each round with the round, the new global parameters and the workers' updates.
+    """
+    data, model = _setup(config, data)
+    alloc, worker_idx = allocate(config, data.train_y.cpu())
+    device = data.train_x.device
+    shards = [(data.train_x[i.to(device)], data.train_y[i.to(device)]) for i in worker_idx]
+    strategy = strategy_for(config)
+    choose = generator(config.seed, 2)
+    per_round = max(1, round(config.participation * config.workers))
+    result = RunResult("federated", config.key("federated"), {**config.experiment(), "device": str(device)},
+                       allocation=alloc.counts.tolist())
+    global_params = model.params.clone()
+    _record(result, model, data, 0, config.lr, 0, 0.0)
+    samples = 0
+    bar = _progress(config, "federated", progress)
+    for rnd in bar:
+        start = time.perf_counter()
+        lr = config.lr * config.lr_decay ** (rnd - 1)
+        chosen = sorted(torch.randperm(config.workers, generator=choose)[:per_round].tolist())
+        updates = []
+        for k in chosen:
+            x, y = shards[k]
+            model.load(global_params)
+            steps = steps_for(len(y), config.batch_size, config.local_epochs, config.local_steps)
+            batches = batch_stream(x, y, config.batch_size, generator(config.seed, rnd, k))
+            samples += train(model, SGD(lr, config.momentum, config.weight_decay), batches, steps,
+                             strategy.correction(k, global_params))
+            updates.append(Update(k, model.params.clone(), len(y), steps, lr))
+            if config.eval_workers:
+                ev = evaluate(model.module, data.test_x[: config.eval_workers], data.test_y[: config.eval_workers])
+                result.workers.append({"round": rnd, "worker": k, "test_accuracy": ev.accuracy,
+                                       "test_loss": ev.loss, "predicted": ev.predicted})
+        global_params = strategy.aggregate(global_params, updates)
+        if probe is not None:
+            probe(rnd, global_params, updates)
+        model.load(global_params)
+        loss = _record(result, model, data, rnd, lr, samples, time.perf_counter() - start)
+        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{result.final_accuracy:.3f}")
+    return _finish(result, model, data)
+
+
+def centralized_steps(config: RunConfig, n: int, rnd: int) -> int:
+    """Steps of the baseline in round ``rnd``: as many samples as all chosen workers see in a round.
+
+    With one local epoch and every worker taking part, that is one epoch of the pooled data.
+    """
+    if config.batch_size is None:  # full batch: one step on the union per local step of the workers
+        return steps_for(n, None, config.local_epochs, config.local_steps)
+    share = max(1, round(config.participation * config.workers)) / config.workers
+    if config.local_epochs is not None:
+        per_round = share * config.local_epochs * n
+    else:
+        per_round = share * config.workers * config.local_steps * config.batch_size
+    return math.ceil(rnd * per_round / config.batch_size) - math.ceil((rnd - 1) * per_round / config.batch_size)
+
+
+def run_centralized(config: RunConfig, progress: bool = True, data: datasets.Dataset | None = None) -> RunResult:
+    """The non-federated baseline: same model, initialisation and optimizer on all the data in one place."""
+    data, model = _setup(config, data)
+    x, y = data.train_x, data.train_y
+    optimizer = SGD(config.lr, config.momentum, config.weight_decay)
+    batches = batch_stream(x, y, config.batch_size, generator(config.seed, 3))
+    result = RunResult("centralized", config.key("centralized"),
+                       {**config.experiment("centralized"), "device": str(x.device)})
+    _record(result, model, data, 0, config.lr, 0, 0.0)
+    samples = 0
+    bar = _progress(config, "centralized", progress)
+    for rnd in bar:
+        start = time.perf_counter()
+        optimizer.lr = config.lr * config.lr_decay ** (rnd - 1)
+        steps = centralized_steps(config, len(y), rnd)
+        samples += train(model, optimizer, batches, steps)
+        loss = _record(result, model, data, rnd, optimizer.lr, samples, time.perf_counter() - start)
+        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{result.final_accuracy:.3f}")
+    return _finish(result, model, data)

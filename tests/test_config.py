@@ -1,0 +1,56 @@
+import pytest
+
+from fedcore import ConfigError, RunConfig
+
+BAD = [
+    ({"bias": -0.1}, "bias", "[0, 1]"),
+    ({"bias": 1.5}, "bias", "[0, 1]"),
+    ({"workers": 1}, "workers", ">= 2"),
+    ({"workers": 20, "bias": 1.0}, "bias", "< 1"),
+    ({"allocation": "dirichlet", "alpha": 0.0}, "alpha", "> 0"),
+    ({"allocation": "classes", "classes_per_worker": 0}, "classes_per_worker", "[1, 10]"),
+    ({"allocation": "classes", "classes_per_worker": 11}, "classes_per_worker", "[1, 10]"),
+    ({"allocation": "classes", "classes_per_worker": 1, "workers": 5}, "classes_per_worker", ">= 2"),
+    ({"allocation": "shards", "shards_per_worker": 0}, "shards_per_worker", ">= 1"),
+    ({"allocation": "nonsense"}, "allocation", "uniform"),
+    ({"model": "resnet"}, "model", "mlp"),
+    ({"rounds": 0}, "rounds", ">= 1"),
+    ({"participation": 0.0}, "participation", "(0, 1]"),
+    ({"local_epochs": 1, "local_steps": 5}, "local_epochs/local_steps", "exactly one"),
+    ({"local_epochs": None, "local_steps": None}, "local_epochs/local_steps", "exactly one"),
+    ({"local_epochs": 0}, "local_epochs", ">= 1"),
+    ({"local_epochs": None, "local_steps": 0}, "local_steps", ">= 1"),
+    ({"batch_size": 0}, "batch_size", ">= 1"),
+    ({"lr": 0.0}, "lr", "> 0"),
+    ({"lr_decay": 1.5}, "lr_decay", "(0, 1]"),
+    ({"momentum": 1.0}, "momentum", "[0, 1)"),
+    ({"weight_decay": -1.0}, "weight_decay", ">= 0"),
+    ({"shared_fraction": 1.0}, "shared_fraction", "[0, 1)"),
+    ({"eval_workers": 20_000}, "eval_workers", "[0, 10000]"),
+    ({"seed": -1}, "seed", ">= 0"),
+    ({"device": "tpu"}, "device", "auto"),
+    ({"rounds": 2.5}, "rounds", "integer"),
+]
+
+
+@pytest.mark.parametrize(("changes", "param", "allowed"), BAD)
+def test_bad_values_name_the_parameter_and_range(changes, param, allowed):
+    with pytest.raises(ConfigError) as err:
+        RunConfig(**changes)
+    assert err.value.param == param
+    assert param in str(err.value) and allowed in str(err.value)
+
+
+def test_key_is_stable_and_ignores_unused_knobs():
+    base = RunConfig(allocation="uniform")
+    assert base.key() == RunConfig(allocation="uniform").key()
+    assert base.key() == RunConfig(allocation="uniform", bias=0.7, alpha=3.0).key()  # unused by uniform
+    assert base.key() == RunConfig(allocation="uniform", threads=1, device="cpu").key()  # how, not what
+    assert RunConfig(bias=0.2).key() != RunConfig(bias=0.3).key()
+    assert RunConfig(seed=1).key() != RunConfig(seed=2).key()
+    assert base.key("federated") != base.key("centralized")
+
+
+def test_centralized_key_ignores_the_allocation():
+    assert RunConfig(bias=0.0).key("centralized") == RunConfig(bias=1.0, eval_workers=100).key("centralized")
+    assert RunConfig(lr=0.05).key("centralized") != RunConfig(lr=0.1).key("centralized")

@@ -1,0 +1,128 @@
+import json
+
+import pytest
+import torch
+
+from fedcore import RunConfig, run
+from fedcore.engine import TrainingDiverged, run_centralized, run_federated
+from fedcore.reference import run_reference
+from fedcore.store import RunStore
+
+from .conftest import synthetic
+
+
+def _params_per_round(config, data):
+    seen = []
+    run_federated(config, progress=False, data=data, probe=lambda r, params, updates: seen.append(params.clone()))
+    return seen
+
+
+@pytest.mark.parametrize("model", ["mlp", "logistic", "cnn"])
+def test_engine_matches_the_textbook_reference(toy, model):
+    config = RunConfig(model=model, bias=0.5, rounds=3, local_epochs=None, local_steps=7, batch_size=16,
+                       lr=0.05, momentum=0.5, weight_decay=1e-3, lr_decay=0.9, device="cpu", threads=1)
+    fast = _params_per_round(config, toy)
+    slow = run_reference(config, toy)
+    assert len(fast) == len(slow) == 3
+    for f, s in zip(fast, slow, strict=True):
+        torch.testing.assert_close(f, s, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(fast[0], fast[-1])  # it trained
+
+
+def test_engine_matches_reference_with_local_epochs(toy):
+    config = RunConfig(bias=0.9, rounds=2, local_epochs=2, batch_size=25, device="cpu", threads=1)
+    for f, s in zip(_params_per_round(config, toy), run_reference(config, toy), strict=True):
+        torch.testing.assert_close(f, s, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias", [0.0, 0.5, 1.0])
+def test_one_full_batch_step_is_centralized_gradient_descent(mnist, bias):
+    """FedAvg weighted by sample count, one full-batch step per round, is GD on the union at any bias."""
+    config = RunConfig(bias=bias, rounds=3, local_epochs=None, local_steps=1, batch_size=None, lr=0.5,
+                       weight_decay=1e-4, device="cpu")
+    fed = run_federated(config, progress=False, data=mnist)
+    cen = run_centralized(config, progress=False, data=mnist)
+    for a, b in zip(fed.rounds, cen.rounds, strict=True):
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-5)
+        assert a["predicted"] == pytest.approx(b["predicted"], abs=3)
+    assert fed.rounds[-1]["test_loss"] < fed.rounds[0]["test_loss"] - 0.1
+
+
+def _strip_timing(result):
+    rows = [{k: v for k, v in row.items() if k != "seconds"} for row in result.rounds]
+    return rows, result.classes, result.workers, result.confusion, result.allocation
+
+
+def test_same_config_and_seed_give_identical_history(toy):
+    config = RunConfig(bias=0.8, rounds=3, participation=0.5, eval_workers=50, device="cpu")
+    a = run_federated(config, progress=False, data=toy)
+    b = run_federated(config, progress=False, data=toy)
+    assert _strip_timing(a) == _strip_timing(b)
+    c = run_federated(config.replace(seed=1), progress=False, data=toy)
+    assert _strip_timing(a) != _strip_timing(c)
+
+
+def test_participation_chooses_that_share_of_workers(toy):
+    result = run_federated(RunConfig(rounds=4, participation=0.3, eval_workers=20), progress=False, data=toy)
+    per_round = [sum(1 for w in result.workers if w["round"] == r) for r in range(1, 5)]
+    assert per_round == [3, 3, 3, 3]
+    assert len({tuple(w["worker"] for w in result.workers if w["round"] == r) for r in range(1, 5)}) > 1
+
+
+def test_workers_at_full_bias_predict_only_their_digit(mnist):
+    config = RunConfig(bias=1.0, rounds=1, local_epochs=None, local_steps=30, eval_workers=2000)
+    result = run_federated(config, progress=False, data=mnist)
+    assert len(result.workers) == 10
+    for w in result.workers:
+        assert w["predicted"][w["worker"]] > 0.9 * 2000  # almost everything is called its own digit
+        assert w["test_accuracy"] < 0.2
+    best_worker = max(w["test_accuracy"] for w in result.workers)
+    assert result.final_accuracy > best_worker + 0.05  # ... yet their average beats every one of them
+
+
+def test_centralized_records_one_epoch_per_round_of_one_local_epoch(toy):
+    result = run_centralized(RunConfig(rounds=2, batch_size=32), progress=False, data=toy)
+    assert [r["samples"] for r in result.rounds] == [0, 600, 1200]
+
+
+def test_diverging_loss_stops_with_a_clear_message(toy):
+    with pytest.raises(TrainingDiverged, match="round 1"):
+        run_federated(RunConfig(rounds=3, lr=1e6, allocation="uniform"), progress=False, data=toy)
+
+
+def test_run_store_returns_the_stored_run(monkeypatch, tmp_path, toy):
+    store = RunStore(tmp_path)
+    calls = []
+    original = run_federated
+
+    def counting(config, progress=True):
+        calls.append(config)
+        return original(config, progress=progress, data=toy)
+
+    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": counting})
+    config = RunConfig(rounds=2)
+    first = run(config, store=store, progress=False)
+    again = run(config, store=store, progress=False)
+    assert len(calls) == 1
+    assert again.to_dict() == json.loads(json.dumps(first.to_dict()))
+    assert json.loads(store.path(config.key()).read_text())["config"]["rounds"] == 2
+    assert set(first.versions) >= {"torch", "python", "fedcore_engine"}
+
+
+def test_interrupted_write_leaves_nothing(monkeypatch, tmp_path, toy):
+    store = RunStore(tmp_path)
+    result = run_federated(RunConfig(rounds=1), progress=False, data=toy)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.put(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_synthetic_helper_is_learnable():
+    data = synthetic(n_train=300)
+    result = run_centralized(RunConfig(rounds=3, batch_size=10, lr=0.05), progress=False, data=data)
+    assert result.final_accuracy > 0.8
