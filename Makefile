@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export FEDCORE_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: book test lint check-book benchmark clean
+.PHONY: book test check-book benchmark clean
 
 $(VENV)/installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,12 @@ $(VENV)/installed: pyproject.toml
 	touch $@
 
 book: $(VENV)/installed
-	$(PY) -m fedcore run --rounds 50 --bias 1.0
+	$(PY) scripts/build_book.py
+
+# Every page of the built book in headless Chromium (Debian's chromium and chromium-driver).
+FIGURE_PAGES := intro setup uniform mild-bias heavy-bias full-bias comparison
+check-book: $(VENV)/installed
+	$(PY) scripts/check_book.py _build/html --screenshots _build/screenshots --expect-figures $(addprefix book/,$(FIGURE_PAGES))
 
 test: $(VENV)/installed
 	$(PY) -m ruff check .

@@ -12,7 +12,7 @@ ENGINE_VERSION = "1"  # bump when a change to the engine alters results, so stor
 DATASETS = ("mnist", "fashion-mnist")
 MODELS = ("mlp", "cnn", "logistic")
 ALLOCATIONS = ("uniform", "biased", "dirichlet", "classes", "shards")
-STRATEGIES = ("fedavg",)
+STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "scaffold")
 DEVICES = ("auto", "cpu", "cuda")
 NUM_CLASSES = 10  # both datasets have ten classes
 
@@ -24,7 +24,13 @@ ALLOCATION_PARAMS = {
     "classes": ("classes_per_worker",),
     "shards": ("shards_per_worker",),
 }
-STRATEGY_PARAMS: dict[str, tuple[str, ...]] = {"fedavg": ()}
+STRATEGY_PARAMS: dict[str, tuple[str, ...]] = {
+    "fedavg": (),
+    "fedavgm": ("server_lr", "server_momentum"),
+    "fedprox": ("mu",),
+    "fedadam": ("server_lr", "beta1", "beta2", "tau"),
+    "scaffold": ("server_lr",),
+}
 EXECUTION_FIELDS = ("device", "threads", "data_dir")  # how to run, not what to run: not in the key
 # The centralized baseline pools all data: how it was allocated and aggregated does not matter.
 FEDERATED_ONLY = ("allocation", "strategy", "eval_workers", "shared_fraction")
@@ -60,6 +66,12 @@ class RunConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     strategy: str = "fedavg"
+    server_lr: float = 1.0  # fedavgm, fedadam, scaffold
+    server_momentum: float = 0.9  # fedavgm
+    mu: float = 0.01  # fedprox
+    beta1: float = 0.9  # fedadam
+    beta2: float = 0.99  # fedadam
+    tau: float = 1e-3  # fedadam
     shared_fraction: float = 0.0
     eval_workers: int = 0
     seed: int = 0
@@ -135,6 +147,12 @@ def validate(c: RunConfig) -> None:
     _check(0.0 < c.lr_decay <= 1.0, "lr_decay", "in (0, 1]", c.lr_decay)
     _check(0.0 <= c.momentum < 1.0, "momentum", "in [0, 1)", c.momentum)
     _check(c.weight_decay >= 0, "weight_decay", ">= 0", c.weight_decay)
+    _check(c.server_lr > 0, "server_lr", "> 0", c.server_lr)
+    _check(0.0 <= c.server_momentum < 1.0, "server_momentum", "in [0, 1)", c.server_momentum)
+    _check(c.mu >= 0, "mu", ">= 0", c.mu)
+    _check(0.0 <= c.beta1 < 1.0, "beta1", "in [0, 1)", c.beta1)
+    _check(0.0 <= c.beta2 < 1.0, "beta2", "in [0, 1)", c.beta2)
+    _check(c.tau > 0, "tau", "> 0", c.tau)
     _check(0.0 <= c.shared_fraction < 1.0, "shared_fraction", "in [0, 1)", c.shared_fraction)
     _check(
         _int(c.eval_workers) and 0 <= c.eval_workers <= 10_000,

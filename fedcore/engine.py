@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from fedcore import data as datasets
 from fedcore.allocation import Allocation, partitioner_for

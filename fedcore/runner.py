@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from fedcore.config import RunConfig
 from fedcore.engine import run_centralized, run_federated

@@ -1,0 +1,57 @@
+"""The report's standard experiment and the helpers its notebooks share: which runs, over which seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from fedcore.config import ConfigError, RunConfig
+from fedcore.results import RunResult
+from fedcore.runner import run_many
+
+# Every federated run in the report, unless a notebook parameter changes it. Each worker's model is
+# scored on the first 1,000 test images every round, so any run can show its workers.
+STANDARD = RunConfig(
+    allocation="biased", workers=10, model="mlp", rounds=50, local_epochs=None, local_steps=50,
+    batch_size=32, lr=0.05, eval_workers=1000,
+)
+UNIFORM = "uniform"  # a series label: the uniform allocation rather than a bias level
+
+
+def require(ok: bool, name: str, allowed: str, value: object) -> None:
+    """Stop with a ConfigError naming the parameter and its allowed range unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{name} must be {allowed}; got {value!r}", param=name)
+
+
+def check_biases(name: str, biases: Iterable[object]) -> None:
+    """Each element a bias in [0, 1] or the word 'uniform'."""
+    biases = list(biases)
+    require(len(biases) > 0, name, "a non-empty list", biases)
+    for b in biases:
+        ok = b == UNIFORM or (isinstance(b, int | float) and 0.0 <= b <= 1.0)
+        require(ok, name, "a list of biases in [0, 1] or 'uniform'", b)
+
+
+def config_for(bias: float | str, seed: int, **changes: object) -> RunConfig:
+    """The standard configuration at a bias level (or 'uniform') and seed."""
+    allocation = {"allocation": "uniform"} if bias == UNIFORM else {"bias": float(bias)}
+    return STANDARD.replace(**allocation, seed=seed, **changes)
+
+
+def label(bias: float | str) -> str:
+    """Series label of a bias level, as the plots expect it."""
+    return UNIFORM if bias == UNIFORM else f"bias {float(bias):g}"
+
+
+def runs(
+    biases: Sequence[float | str], seeds: int, centralized: bool = False, **changes: object
+) -> dict[str, list[RunResult]]:
+    """Results per series label (over ``seeds`` seeds), trained together across the cores where missing."""
+    jobs = [(config_for(b, s, **changes), "federated") for b in biases for s in range(seeds)]
+    if centralized:
+        jobs += [(config_for(0.0, s, **changes), "centralized") for s in range(seeds)]
+    results = run_many(jobs)
+    series = {label(b): results[i * seeds : (i + 1) * seeds] for i, b in enumerate(biases)}
+    if centralized:
+        series["non-federated"] = results[-seeds:]
+    return series

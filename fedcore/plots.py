@@ -1,0 +1,160 @@
+"""The report's figures. One colour per worker and per method or bias level, the same in every figure."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from fedcore.results import RunResult
+
+CENTRALIZED_COLOR = "black"
+UNIFORM_COLOR = "tab:green"
+
+
+def worker_color(worker: int) -> tuple[float, ...]:
+    """Worker k's colour (tab10; at full bias worker k holds digit k)."""
+    return plt.get_cmap("tab10")(worker % 10)
+
+
+# The report's bias levels get evenly spaced colours (dark blue at 0 through purple to orange at 1), so the
+# crowded levels near 1 stay apart; any other level gets the colour of its value on the same scale.
+BIAS_LEVELS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0)
+
+
+def bias_color(bias: float) -> tuple[float, ...]:
+    """A bias level's colour, the same in every figure."""
+    position = BIAS_LEVELS.index(bias) / (len(BIAS_LEVELS) - 1) if bias in BIAS_LEVELS else bias
+    return plt.get_cmap("plasma")(0.88 * position)
+
+
+def series_style(label: str) -> dict[str, object]:
+    """Colour and line style for a series label: 'non-federated', 'uniform' or a bias level as text."""
+    if label == "non-federated":
+        return {"color": CENTRALIZED_COLOR, "linestyle": "--"}
+    if label == "uniform":
+        return {"color": UNIFORM_COLOR}
+    return {"color": bias_color(float(label.removeprefix("bias ")))}
+
+
+def allocation_bars(counts: np.ndarray, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Grouped bar chart: digit on x, one bar per worker (its colour everywhere), digit examples on y."""
+    counts = np.asarray(counts)
+    workers, classes = counts.shape
+    fig, ax = _axes(ax, figsize=(8, 3.6))
+    width = 0.8 / workers
+    for k in range(workers):
+        x = np.arange(classes) - 0.4 + (k + 0.5) * width
+        ax.bar(x, counts[k], width, color=worker_color(k), label=f"worker {k}")
+    ax.set(xlabel="Digit", ylabel="Digit examples", xticks=range(classes), title=title)
+    ax.legend(ncols=5 if workers <= 10 else 10, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    fig.tight_layout()
+    return fig
+
+
+def allocation_heatmap(counts: np.ndarray, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Workers x digits heatmap of the number of training images."""
+    counts = np.asarray(counts)
+    fig, ax = _axes(ax, figsize=(5.5, 4.5))
+    image = ax.imshow(counts, cmap="Blues", aspect="auto")
+    ax.set(xlabel="Digit", ylabel="Worker", xticks=range(counts.shape[1]), yticks=range(counts.shape[0]), title=title)
+    fig.colorbar(image, ax=ax, label="Training images")
+    fig.tight_layout()
+    return fig
+
+
+def mean_band(results: Sequence[RunResult], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rounds, mean, min and max of a per-round column over seeds."""
+    values = np.array([r.column(column) for r in results], dtype=float)
+    return np.array(results[0].column("round")), values.mean(0), values.min(0), values.max(0)
+
+
+def curves(
+    series: Mapping[str, Sequence[RunResult]], column: str, ax: Axes | None = None, title: str | None = None
+) -> Figure:
+    """One line per series (mean over its seeds) with a band from the lowest to the highest seed."""
+    fig, ax = _axes(ax, figsize=(7, 4))
+    percent = column.endswith("accuracy")
+    for label, results in series.items():
+        rounds, mean, lo, hi = mean_band(results, column)
+        scale = 100.0 if percent else 1.0
+        style = series_style(label)
+        ax.plot(rounds, scale * mean, label=label, **style)
+        ax.fill_between(rounds, scale * lo, scale * hi, color=style["color"], alpha=0.2, linewidth=0)
+    seeds = min(len(r) for r in series.values())
+    ylabel = "Test accuracy (%)" if percent else "Test loss (cross-entropy, nats)"
+    ax.set(xlabel="Round", ylabel=ylabel, title=title)
+    if percent:
+        ax.set_ylim(0, 100)
+    ax.legend(title=f"mean of {seeds} seeds, band: min-max", fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def worker_accuracies(result: RunResult, ax: Axes | None = None) -> Figure:
+    """Each worker's local model (before averaging) and the averaged model: test accuracy per round."""
+    fig, ax = _axes(ax, figsize=(7, 4))
+    rows = result.workers
+    for k in sorted({row["worker"] for row in rows}):
+        mine = [row for row in rows if row["worker"] == k]
+        ax.plot([r["round"] for r in mine], [100 * r["test_accuracy"] for r in mine], color=worker_color(k),
+                linewidth=1, label=f"worker {k}")
+    ax.plot(result.column("round"), [100 * a for a in result.column("test_accuracy")], color=CENTRALIZED_COLOR,
+            linewidth=2.5, label="averaged model")
+    ax.set(xlabel="Round", ylabel="Test accuracy (%)", ylim=(0, 100))
+    ax.legend(ncols=2, fontsize="small", loc="center right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def predictions(result: RunResult, rnd: int, ax: Axes | None = None) -> Figure:
+    """What each worker's local model and the averaged model predict on the test images in round ``rnd``."""
+    rows = sorted((r for r in result.workers if r["round"] == rnd), key=lambda r: r["worker"])
+    table = np.array([np.array(r["predicted"]) / sum(r["predicted"]) for r in rows])
+    averaged = np.array(result.rounds[rnd]["predicted"], dtype=float)
+    table = np.vstack([table, averaged / averaged.sum()])
+    fig, ax = _axes(ax, figsize=(6, 5))
+    image = ax.imshow(100 * table, cmap="magma_r", vmin=0, vmax=100, aspect="auto")
+    labels = [f"worker {r['worker']}" for r in rows] + ["averaged"]
+    ax.set(xlabel="Predicted digit", xticks=range(table.shape[1]), yticks=range(len(labels)), yticklabels=labels,
+           title=f"Share of test images given each digit, round {rnd}")
+    for tick, row in zip(ax.get_yticklabels()[:-1], rows, strict=False):
+        tick.set_color(worker_color(row["worker"]))
+    fig.colorbar(image, ax=ax, label="Test images (%)")
+    fig.tight_layout()
+    return fig
+
+
+def confusion(matrix: np.ndarray, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """Confusion matrix as row percentages: true digit on y, predicted on x."""
+    m = np.asarray(matrix, dtype=float)
+    m = 100 * m / m.sum(1, keepdims=True).clip(min=1)
+    fig, ax = _axes(ax, figsize=(5.5, 4.5))
+    image = ax.imshow(m, cmap="Blues", vmin=0, vmax=100)
+    ax.set(xlabel="Predicted digit", ylabel="True digit", xticks=range(m.shape[1]), yticks=range(m.shape[0]),
+           title=title)
+    fig.colorbar(image, ax=ax, label="Share of the true digit's test images (%)")
+    fig.tight_layout()
+    return fig
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain HTML table (glued into the book, where it renders on any page)."""
+    def cells(tag: str, values: Sequence[object]) -> str:
+        return "".join(f"<{tag}>{html.escape(str(v))}</{tag}>" for v in values)
+
+    body = "".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
+    return f"<table class='table'><thead><tr>{cells('th', header)}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=figsize)
+    return fig, ax

@@ -1,0 +1,112 @@
+"""Build the report: execute every notebook of book/manifest.yml with papermill, then the Jupyter Book.
+
+An execution is skipped when its output already holds the same fingerprint (notebook, parameters and
+fedcore's sources); a ``summary`` entry re-runs whenever any other does. A failing notebook stops the
+build, naming the notebook and the cell. Seconds per notebook and in total are printed at the end.
+
+    python scripts/build_book.py            # notebooks, then jupyter-book build with warnings as errors
+    python scripts/build_book.py --force    # re-execute every notebook
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = ROOT / "book" / "manifest.yml"
+OUTPUT_DIR = ROOT / "book" / "notebooks"
+
+
+def load_manifest(path: Path = MANIFEST) -> list[dict]:
+    """The manifest's entries: notebook (name in notebooks/), output (page name), parameters, summary."""
+    return yaml.safe_load(path.read_text())
+
+
+def code_hash() -> str:
+    digest = hashlib.sha256()
+    for source in sorted((ROOT / "fedcore").glob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def fingerprint(entry: dict, code: str, others: list[str] = ()) -> str:
+    notebook = (ROOT / "notebooks" / f"{entry['notebook']}.ipynb").read_bytes()
+    payload = json.dumps([entry["parameters"], code, list(others)], sort_keys=True).encode()
+    return hashlib.sha256(notebook + payload).hexdigest()
+
+
+def stored_fingerprint(output: Path) -> str | None:
+    try:
+        return nbformat.read(output, as_version=4).metadata.get("tenwrongs", {}).get("fingerprint")
+    except FileNotFoundError:
+        return None
+
+
+def execute(entry: dict, print_: str, output: Path) -> float:
+    """Run one notebook into ``output`` (written whole or not at all); its seconds."""
+    source = ROOT / "notebooks" / f"{entry['notebook']}.ipynb"
+    partial = output.with_suffix(".partial.ipynb")
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(source, partial, parameters=entry["parameters"], kernel_name="python3",
+                                   cwd=str(ROOT), progress_bar=False)
+    except papermill.PapermillExecutionError as err:
+        partial.unlink(missing_ok=True)
+        sys.exit(f"FAILED: notebook {source.relative_to(ROOT)} -> {output.name}, cell {err.exec_count}: "
+                 f"{err.ename}: {err.evalue}")
+    book = nbformat.read(partial, as_version=4)
+    book.metadata["tenwrongs"] = {"fingerprint": print_, "parameters": entry["parameters"]}
+    nbformat.write(book, partial)
+    partial.replace(output)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="re-execute every notebook")
+    parser.add_argument("--no-book", action="store_true", help="execute the notebooks only")
+    args = parser.parse_args()
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    entries, code = load_manifest(), code_hash()
+    prints = {e["output"]: fingerprint(e, code) for e in entries if not e.get("summary")}
+    times: list[tuple[str, str]] = []
+    start = time.perf_counter()
+    for entry in entries:
+        print_ = fingerprint(entry, code, sorted(prints.values())) if entry.get("summary") else prints[entry["output"]]
+        output = OUTPUT_DIR / f"{entry['output']}.ipynb"
+        if not args.force and stored_fingerprint(output) == print_:
+            times.append((entry["output"], "unchanged"))
+            continue
+        print(f"executing {entry['notebook']} -> {output.relative_to(ROOT)} {entry['parameters']}", flush=True)
+        times.append((entry["output"], f"{execute(entry, print_, output):.1f} s"))
+    notebooks = time.perf_counter() - start
+    failed = False
+    if not args.no_book:
+        book_start = time.perf_counter()
+        shutil.rmtree(ROOT / "_build" / "html", ignore_errors=True)  # no stale pages from earlier builds
+        jupyter_book = str(Path(sys.executable).parent / "jupyter-book")
+        build = [jupyter_book, "build", str(ROOT), "-W", "-n", "--keep-going", "--all"]
+        failed = subprocess.run(build, cwd=ROOT, check=False).returncode != 0
+        times.append(("jupyter-book build", f"{time.perf_counter() - book_start:.1f} s"))
+    print("\nbuild times")
+    for name, seconds in times:
+        print(f"  {name:<28} {seconds}")
+    print(f"  {'notebooks':<28} {notebooks:.1f} s")
+    print(f"  {'total':<28} {time.perf_counter() - start:.1f} s")
+    if failed:
+        sys.exit("FAILED: jupyter-book build (warnings are errors; see above)")
+
+
+if __name__ == "__main__":
+    main()
