@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export FEDCORE_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: book test check-book benchmark clean
+.PHONY: book test check-book benchmark clean fashion-mnist
 
 $(VENV)/installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,15 +13,23 @@ $(VENV)/installed: pyproject.toml
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
-book: $(VENV)/installed
+book: $(VENV)/installed fashion-mnist
 	$(PY) scripts/build_book.py
 
+# Fashion-MNIST from Debian's dataset-fashion-mnist package, where installed (else torchvision downloads it).
+FASHION := /usr/share/datasets/fashion-mnist
+fashion-mnist:
+	@if [ -d $(FASHION) ] && [ ! -e data/FashionMNIST/raw/t10k-labels-idx1-ubyte ]; then \
+		mkdir -p data/FashionMNIST/raw && \
+		for f in $(FASHION)/*-ubyte.gz; do gunzip -c $$f > data/FashionMNIST/raw/$$(basename $$f .gz); done; \
+	fi
+
 # Every page of the built book in headless Chromium (Debian's chromium and chromium-driver).
-FIGURE_PAGES := intro setup uniform mild-bias heavy-bias full-bias comparison
+FIGURE_PAGES := intro setup uniform mild-bias heavy-bias full-bias comparison why fixes generality
 check-book: $(VENV)/installed
 	$(PY) scripts/check_book.py _build/html --screenshots _build/screenshots --expect-figures $(addprefix book/,$(FIGURE_PAGES))
 
-test: $(VENV)/installed
+test: $(VENV)/installed fashion-mnist
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

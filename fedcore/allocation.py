@@ -31,6 +31,17 @@ class Allocation:
         return cls([torch.from_numpy(np.sort(i)).long() for i in indices], torch.from_numpy(counts).long())
 
 
+def label_skew(counts: torch.Tensor) -> float:
+    """How far the workers' digit mixes are from the whole set's: the total-variation distance between
+    each worker's label distribution and the pooled one, averaged with weights by worker size.
+    0 for identical mixes; 1 - 1/classes when each worker holds a single class of a balanced set."""
+    counts = counts.double()
+    sizes = counts.sum(1)
+    pooled = counts.sum(0) / sizes.sum()
+    distance = 0.5 * (counts / sizes[:, None] - pooled).abs().sum(1)
+    return float((distance * sizes).sum() / sizes.sum())
+
+
 class Partitioner:
     """Base class: ``check`` validates before any work, ``split`` allocates."""
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from fedcore.config import ALLOCATIONS, DATASETS, DEVICES, MODELS, STRATEGIES, ConfigError, RunConfig
+from fedcore.engine import TrainingDiverged
 from fedcore.runner import KINDS, run
 from fedcore.store import RunStore, write_atomic
 
@@ -81,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         option = "--" + err.param.replace("_", "-").replace("/", "/--")
         p.error(f"{option}: {err}")
     store = RunStore(args.runs_dir)
-    result = run(config, args.kind, store, progress=not args.no_progress)
+    try:
+        result = run(config, args.kind, store, progress=not args.no_progress)
+    except TrainingDiverged as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        return 1
     if args.out:
         write_atomic(args.out, json.dumps(result.to_dict()))
     last = result.rounds[-1]

@@ -37,36 +37,45 @@ class Dataset:
         return Dataset(self.name, num_classes=self.num_classes, **move)
 
 
-def data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """The data directory: the argument, else $FEDCORE_DATA_DIR, else data/ in the repository."""
+def data_dirs(explicit: str | os.PathLike | None = None) -> list[Path]:
+    """Where datasets are looked for, in order: the argument, else each folder of $FEDCORE_DATA_DIR
+    (separated by ``os.pathsep``), then data/ in the repository."""
     if explicit is not None:
-        return Path(explicit)
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR])
-    return REPO_DATA_DIR
+        first = [Path(explicit)]
+    else:
+        first = [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
+    return [*first, *([REPO_DATA_DIR] if REPO_DATA_DIR not in first else [])]
+
+
+def _present(cls: type, root: Path) -> bool:
+    """Whether torchvision finds the dataset's uncompressed files in ``root``."""
+    raw = root / cls.__name__ / "raw"
+    return all((raw / Path(name).stem).exists() for name, _ in cls.resources)
 
 
 _CACHE: dict[tuple[str, Path], Dataset] = {}
 
 
 def load(name: str = "mnist", root: str | os.PathLike | None = None) -> Dataset:
-    """Load a dataset through torchvision (downloading it where the internet is reachable)."""
+    """Load a dataset through torchvision from the first data directory that holds it, else download it
+    into the first directory (where the internet is reachable)."""
     import torchvision.datasets
 
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
-    where = data_dir(root).resolve()
-    if (name, where) in _CACHE:
-        return _CACHE[(name, where)]
     cls_name, mean, std = DATASETS[name]
     cls = getattr(torchvision.datasets, cls_name)
+    tried = data_dirs(root)
+    where = next((d for d in tried if _present(cls, d)), tried[0]).resolve()
+    if (name, where) in _CACHE:
+        return _CACHE[(name, where)]
     try:
         train, test = (cls(str(where), train=t, download=True) for t in (True, False))
     except (RuntimeError, OSError) as err:  # torchvision raises RuntimeError when every mirror fails
         raise DataNotFoundError(
-            f"{cls_name} is not in {where / cls_name / 'raw'} and could not be downloaded ({err}). "
-            f"Tried the directory from the argument, else ${ENV_VAR}, else {REPO_DATA_DIR}. "
-            f"Set {ENV_VAR} to a folder holding {cls_name}/raw/ (e.g. export {ENV_VAR}=../shared/data)."
+            f"{cls_name} is in none of {', '.join(str(d) for d in tried)} (looked for {cls_name}/raw/ in each) "
+            f"and could not be downloaded into {where} ({err}). Set {ENV_VAR} to a folder holding "
+            f"{cls_name}/raw/, e.g. export {ENV_VAR}=../shared/data"
         ) from err
 
     def images(ds: object) -> torch.Tensor:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from fedcore import data as datasets
 from fedcore.allocation import Allocation, partitioner_for
 from fedcore.config import RunConfig
-from fedcore.metrics import confusion, evaluate
+from fedcore.metrics import confusion, evaluate, update_geometry
 from fedcore.models import build
 from fedcore.results import RunResult
 from fedcore.strategies import Update, strategy_for
@@ -26,7 +26,11 @@ from fedcore.training import SGD, FlatModel, batch_stream, steps_for, train
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite; ``result`` holds the rounds before it, marked ``diverged``."""
+
+    def __init__(self, message: str, result: RunResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,9 +82,11 @@ def _record(
     """Evaluate the global model, append its rows and return the test loss (stopping on NaN/inf)."""
     ev = evaluate(model.module, data.test_x, data.test_y, data.num_classes)
     if not math.isfinite(ev.loss):
-        raise TrainingDiverged(f"test loss became {ev.loss} at round {rnd} (lr {lr:g}); lower lr or the local work")
+        result.diverged = f"test loss became {ev.loss} at round {rnd} (lr {lr:g}); lower lr or the local work"
+        raise TrainingDiverged(result.diverged, result)
     result.rounds.append({"round": rnd, "test_loss": ev.loss, "test_accuracy": ev.accuracy, "lr": lr,
-                          "samples": samples, "seconds": seconds, "predicted": ev.predicted})
+                          "samples": samples, "seconds": seconds, "predicted": ev.predicted,
+                          "output_bias": model.params[model.output_bias_slice].tolist()})
     result.classes.extend({"round": rnd, "digit": d, "accuracy": a} for d, a in enumerate(ev.class_accuracy))
     return ev.loss
 
@@ -125,7 +131,7 @@ def run_federated(
         start = time.perf_counter()
         lr = config.lr * config.lr_decay ** (rnd - 1)
         chosen = sorted(torch.randperm(config.workers, generator=choose)[:per_round].tolist())
-        updates = []
+        updates, scores = [], []
         for k in chosen:
             x, y = shards[k]
             model.load(global_params)
@@ -136,8 +142,11 @@ def run_federated(
             updates.append(Update(k, model.params.clone(), len(y), steps, lr))
             if config.eval_workers:
                 ev = evaluate(model.module, data.test_x[: config.eval_workers], data.test_y[: config.eval_workers])
-                result.workers.append({"round": rnd, "worker": k, "test_accuracy": ev.accuracy,
-                                       "test_loss": ev.loss, "predicted": ev.predicted})
+                scores.append({"test_accuracy": ev.accuracy, "test_loss": ev.loss, "predicted": ev.predicted})
+        geometry = update_geometry(global_params, [u.params for u in updates], model.output_slice,
+                                   model.output_bias_slice)
+        for u, moves, score in zip(updates, geometry, scores or [{}] * len(updates), strict=True):
+            result.workers.append({"round": rnd, "worker": u.worker, "num_samples": u.num_samples, **moves, **score})
         global_params = strategy.aggregate(global_params, updates)
         if probe is not None:
             probe(rnd, global_params, updates)
@@ -162,8 +171,13 @@ def centralized_steps(config: RunConfig, n: int, rnd: int) -> int:
     return math.ceil(rnd * per_round / config.batch_size) - math.ceil((rnd - 1) * per_round / config.batch_size)
 
 
-def run_centralized(config: RunConfig, progress: bool = True, data: datasets.Dataset | None = None) -> RunResult:
-    """The non-federated baseline: same model, initialisation and optimizer on all the data in one place."""
+def run_centralized(
+    config: RunConfig, progress: bool = True, data: datasets.Dataset | None = None, probe: Probe | None = None
+) -> RunResult:
+    """The non-federated baseline: same model, initialisation and optimizer on all the data in one place.
+
+    ``probe`` is called after each round with the round, the parameters and an empty list of updates.
+    """
     data, model = _setup(config, data)
     x, y = data.train_x, data.train_y
     optimizer = SGD(config.lr, config.momentum, config.weight_decay)
@@ -178,6 +192,26 @@ def run_centralized(config: RunConfig, progress: bool = True, data: datasets.Dat
         optimizer.lr = config.lr * config.lr_decay ** (rnd - 1)
         steps = centralized_steps(config, len(y), rnd)
         samples += train(model, optimizer, batches, steps)
+        if probe is not None:
+            probe(rnd, model.params, [])
         loss = _record(result, model, data, rnd, optimizer.lr, samples, time.perf_counter() - start)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{result.final_accuracy:.3f}")
     return _finish(result, model, data)
+
+
+def run_divergence(config: RunConfig, progress: bool = True, data: datasets.Dataset | None = None) -> RunResult:
+    """Weight divergence (Zhao et al. 2018): per round, ||w_federated - w_centralized|| / ||w_centralized||
+    for the two models trained from the same initial weights on the same number of images."""
+    centralized: list[torch.Tensor] = []
+    cen = run_centralized(config, progress, data, probe=lambda rnd, params, _: centralized.append(params.clone()))
+    distance: list[float] = []
+
+    def measure(rnd: int, params: torch.Tensor, _: list[Update]) -> None:
+        reference = centralized[rnd - 1]
+        distance.append(((params - reference).norm() / reference.norm()).item())
+
+    fed = run_federated(config, progress, data, probe=measure)
+    rounds = [{"round": f["round"], "divergence": d, "federated_accuracy": f["test_accuracy"],
+               "centralized_accuracy": c["test_accuracy"]}
+              for f, c, d in zip(fed.rounds, cen.rounds, [0.0, *distance], strict=True)]
+    return RunResult("divergence", config.key("divergence"), fed.config, rounds=rounds)

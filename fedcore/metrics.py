@@ -44,3 +44,20 @@ def confusion(module: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: 
     """Confusion matrix: rows are true classes, columns predicted classes."""
     pred = module(x).argmax(1)
     return torch.bincount(y * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes).cpu()
+
+
+def update_geometry(
+    global_params: torch.Tensor, updated: list[torch.Tensor], output: slice, output_bias: slice
+) -> list[dict[str, object]]:
+    """How the workers' models moved from the global one this round, one dict per worker: the norm of
+    its update, the share of that norm in the output layer, the cosine similarity of its update with
+    each worker's (itself included) and its output-layer biases."""
+    deltas = torch.stack([p - global_params for p in updated])
+    norms = deltas.norm(dim=1)
+    cosine = (deltas @ deltas.T) / (norms[:, None] * norms[None, :]).clamp(min=1e-12)
+    output_share = deltas[:, output].norm(dim=1) / norms.clamp(min=1e-12)
+    return [
+        {"update_norm": norms[i].item(), "output_share": output_share[i].item(), "cosine": cosine[i].tolist(),
+         "output_bias": updated[i][output_bias].tolist()}
+        for i in range(len(updated))
+    ]

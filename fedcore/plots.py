@@ -32,13 +32,29 @@ def bias_color(bias: float) -> tuple[float, ...]:
     return plt.get_cmap("plasma")(0.88 * position)
 
 
+# One colour per method of the remedies chapter (FedAvg keeps the full-bias colour of the other chapters).
+METHOD_COLORS = {
+    "fedavg": bias_color(1.0), "fedavgm": "tab:red", "fedprox": "tab:blue", "fedadam": "tab:green",
+    "scaffold": "tab:purple", "lr decay": "tab:brown", "shared 5%": "tab:cyan",
+}
+
+
 def series_style(label: str) -> dict[str, object]:
-    """Colour and line style for a series label: 'non-federated', 'uniform' or a bias level as text."""
+    """Colour and line style for a series label: 'non-federated', 'uniform', a bias level ('bias 0.9'),
+    a method of METHOD_COLORS, or anything else (a colour from its position in 'viridis' is then chosen
+    by the caller)."""
     if label == "non-federated":
         return {"color": CENTRALIZED_COLOR, "linestyle": "--"}
     if label == "uniform":
         return {"color": UNIFORM_COLOR}
+    if label in METHOD_COLORS:
+        return {"color": METHOD_COLORS[label]}
     return {"color": bias_color(float(label.removeprefix("bias ")))}
+
+
+def sequence_color(i: int, n: int) -> tuple[float, ...]:
+    """The i-th of n ordered values that are not bias levels (e.g. amounts of local work)."""
+    return plt.get_cmap("viridis")(0.9 * i / max(n - 1, 1))
 
 
 def allocation_bars(counts: np.ndarray, ax: Axes | None = None, title: str | None = None) -> Figure:
@@ -68,29 +84,36 @@ def allocation_heatmap(counts: np.ndarray, ax: Axes | None = None, title: str | 
 
 
 def mean_band(results: Sequence[RunResult], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rounds, mean, min and max of a per-round column over seeds."""
-    values = np.array([r.column(column) for r in results], dtype=float)
-    return np.array(results[0].column("round")), values.mean(0), values.min(0), values.max(0)
+    """Rounds, mean, min and max of a per-round column over seeds (up to the shortest, if one diverged)."""
+    n = min(len(r.rounds) for r in results)
+    values = np.array([r.column(column)[:n] for r in results], dtype=float)
+    return np.array(results[0].column("round")[:n]), values.mean(0), values.min(0), values.max(0)
 
 
 def curves(
-    series: Mapping[str, Sequence[RunResult]], column: str, ax: Axes | None = None, title: str | None = None
+    series: Mapping[str, Sequence[RunResult]],
+    column: str,
+    ax: Axes | None = None,
+    title: str | None = None,
+    styles: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Figure:
-    """One line per series (mean over its seeds) with a band from the lowest to the highest seed."""
+    """One line per series (mean over its seeds) with a band from the lowest to the highest seed.
+
+    Colours follow ``series_style`` unless ``styles`` gives them per label."""
     fig, ax = _axes(ax, figsize=(7, 4))
     percent = column.endswith("accuracy")
     for label, results in series.items():
         rounds, mean, lo, hi = mean_band(results, column)
         scale = 100.0 if percent else 1.0
-        style = series_style(label)
+        style = dict(styles[label]) if styles else series_style(label)
         ax.plot(rounds, scale * mean, label=label, **style)
         ax.fill_between(rounds, scale * lo, scale * hi, color=style["color"], alpha=0.2, linewidth=0)
     seeds = min(len(r) for r in series.values())
-    ylabel = "Test accuracy (%)" if percent else "Test loss (cross-entropy, nats)"
+    ylabel = {"test_accuracy": "Test accuracy (%)", "test_loss": "Test loss (cross-entropy, nats)"}.get(column, column)
     ax.set(xlabel="Round", ylabel=ylabel, title=title)
     if percent:
         ax.set_ylim(0, 100)
-    ax.legend(title=f"mean of {seeds} seeds, band: min-max", fontsize="small")
+    ax.legend(title=f"mean of {seeds} seeds, band: min-max" if seeds > 1 else "one seed", fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -127,6 +150,41 @@ def predictions(result: RunResult, rnd: int, ax: Axes | None = None) -> Figure:
     for tick, row in zip(ax.get_yticklabels()[:-1], rows, strict=False):
         tick.set_color(worker_color(row["worker"]))
     fig.colorbar(image, ax=ax, label="Test images (%)")
+    fig.tight_layout()
+    return fig
+
+
+def heatmap(
+    values: np.ndarray,
+    rows: Sequence[str],
+    columns: Sequence[object],
+    xlabel: str,
+    ylabel: str,
+    label: str,
+    ax: Axes | None = None,
+    title: str | None = None,
+    fmt: str = "{:.0f}",
+    cmap: str = "viridis",
+    center: float | None = None,
+) -> Figure:
+    """An annotated table of values: rows x columns, each cell coloured and printed.
+    ``center`` makes a diverging scale symmetric about that value."""
+    values = np.asarray(values, dtype=float)
+    fig, ax = _axes(ax, figsize=(1.1 * len(columns) + 3, 0.5 * len(rows) + 2))
+    limits = {}
+    if center is not None:
+        reach = np.nanmax(np.abs(values - center))
+        limits = {"vmin": center - reach, "vmax": center + reach}
+    image = ax.imshow(values, cmap=cmap, aspect="auto", **limits)
+    ax.set(xticks=range(len(columns)), xticklabels=[str(c) for c in columns], yticks=range(len(rows)),
+           yticklabels=rows, xlabel=xlabel, ylabel=ylabel, title=title)
+    middle = np.nanmean(values) if center is None else center
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            light = values[i, j] < middle if center is None else abs(values[i, j] - center) > 0.5 * reach
+            ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize="small",
+                    color="white" if light else "black")
+    fig.colorbar(image, ax=ax, label=label)
     fig.tight_layout()
     return fig
 

@@ -27,10 +27,13 @@ def package_versions() -> dict[str, str]:
 class RunResult:
     """Everything recorded for one run. Each table is a list of rows (dicts), one observation per row:
 
-    - ``rounds``: round, test_loss, test_accuracy, lr, samples (seen so far), seconds (that round);
+    - ``rounds``: round, test_loss, test_accuracy, lr, samples (seen so far), seconds (that round),
+      predicted (test images assigned to each class), output_bias (the output layer's biases);
     - ``classes``: round, digit, accuracy of the global model on that digit's test images;
-    - ``workers``: round, worker, test_accuracy and predicted (images assigned to each class) of the
-      worker's local model before averaging (only with ``eval_workers``);
+    - ``workers``: per round and participating worker, its local model before averaging: num_samples,
+      update_norm, output_share (of the update's norm in the output layer), cosine (with each
+      participant's update, in the order of the rows), output_bias; with ``eval_workers`` also its
+      test_accuracy, test_loss and predicted;
     - ``allocation``: the workers x classes count table;
     - ``confusion``: the final global model's confusion matrix (rows true, columns predicted).
     """
@@ -44,6 +47,7 @@ class RunResult:
     workers: list[Row] = field(default_factory=list)
     allocation: list[list[int]] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)
+    diverged: str | None = None  # why training stopped early (the loss became NaN or infinite), else None
 
     def column(self, name: str, table: str = "rounds") -> list:
         """One column of a table, e.g. ``result.column("test_accuracy")``."""

@@ -42,6 +42,10 @@ class FlatModel:
             offset += n
         self._params = params
         self._linears = [m for m in module if isinstance(m, nn.Linear)]
+        out = self._linears[-1]  # every model here ends in a Linear layer: the output layer
+        start = offset - out.weight.numel() - out.bias.numel()
+        self.output_slice = slice(start, offset)  # output weights and biases in the flat vector
+        self.output_bias_slice = slice(offset - out.bias.numel(), offset)
         self._eye = torch.eye(num_classes, device=device)
 
     def load(self, flat: torch.Tensor) -> None:

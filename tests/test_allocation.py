@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedcore.allocation import Biased, ClassesPerWorker, Dirichlet, Shards, Uniform
+from fedcore.allocation import Biased, ClassesPerWorker, Dirichlet, Shards, Uniform, label_skew
 from fedcore.config import ConfigError
 
 LABELS = torch.arange(2000) % 10
@@ -95,3 +95,10 @@ def test_counts_table_matches_numpy():
     alloc = Dirichlet(0.5).split(LABELS, 5, seed=1)
     for k, idx in enumerate(alloc.indices):
         assert alloc.counts[k].tolist() == np.bincount(LABELS[idx].numpy(), minlength=10).tolist()
+
+
+def test_label_skew_runs_from_zero_to_one_minus_one_over_classes():
+    assert label_skew(Biased(0.1).split(LABELS, 10, seed=0).counts) < 0.01
+    assert label_skew(Biased(1.0).split(LABELS, 10, seed=0).counts) == pytest.approx(0.9)
+    mild, heavy = (label_skew(Biased(b).split(LABELS, 10, seed=0).counts) for b in (0.5, 0.9))
+    assert 0.01 < mild < heavy < 0.9

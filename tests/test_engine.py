@@ -86,8 +86,24 @@ def test_centralized_records_one_epoch_per_round_of_one_local_epoch(toy):
 
 
 def test_diverging_loss_stops_with_a_clear_message(toy):
-    with pytest.raises(TrainingDiverged, match="round 1"):
+    with pytest.raises(TrainingDiverged, match="round 1") as err:
         run_federated(RunConfig(rounds=3, lr=1e6, allocation="uniform"), progress=False, data=toy)
+    assert err.value.result.diverged and len(err.value.result.rounds) == 1  # round 0 only
+
+
+def test_a_diverged_run_is_stored_and_shown_to_sweeps(monkeypatch, tmp_path, toy):
+    calls = []
+
+    def counting(config, progress=True):
+        calls.append(config)
+        return run_federated(config, progress=progress, data=toy)
+
+    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": counting})
+    store, config = RunStore(tmp_path), RunConfig(rounds=3, lr=1e6, allocation="uniform")
+    with pytest.raises(TrainingDiverged, match=r"nan|inf"):
+        run(config, store=store, progress=False)
+    swept = run(config, store=store, progress=False, allow_divergence=True)
+    assert len(calls) == 1 and "round 1" in swept.diverged
 
 
 def test_run_store_returns_the_stored_run(monkeypatch, tmp_path, toy):
@@ -126,3 +142,27 @@ def test_synthetic_helper_is_learnable():
     data = synthetic(n_train=300)
     result = run_centralized(RunConfig(rounds=3, batch_size=10, lr=0.05), progress=False, data=data)
     assert result.final_accuracy > 0.8
+
+
+def test_update_geometry_is_recorded_every_round(toy):
+    result = run_federated(RunConfig(bias=1.0, rounds=2, local_epochs=None, local_steps=5), progress=False, data=toy)
+    rows = [w for w in result.workers if w["round"] == 1]
+    assert [w["worker"] for w in rows] == list(range(10))
+    for i, w in enumerate(rows):
+        assert w["cosine"][i] == pytest.approx(1.0, abs=1e-4) and all(-1 <= c <= 1 + 1e-6 for c in w["cosine"])
+        assert 0 < w["output_share"] <= 1 and w["update_norm"] > 0 and len(w["output_bias"]) == 10
+    assert "test_accuracy" not in rows[0]  # only with eval_workers
+    # at full bias each worker pushes the output bias of its own digit up
+    start = result.rounds[0]["output_bias"]
+    for w in rows:
+        pushed = [after - before for after, before in zip(w["output_bias"], start, strict=True)]
+        assert max(range(10), key=pushed.__getitem__) == w["worker"]
+
+
+def test_weight_divergence_is_zero_for_one_full_batch_step_and_grows_with_local_work(toy):
+    from fedcore.engine import run_divergence
+
+    exact = RunConfig(bias=1.0, rounds=3, local_epochs=None, local_steps=1, batch_size=None, lr=0.1)
+    assert max(r["divergence"] for r in run_divergence(exact, progress=False, data=toy).rounds) < 1e-5
+    drift = run_divergence(exact.replace(local_steps=20, batch_size=10), progress=False, data=toy)
+    assert drift.rounds[0]["divergence"] == 0.0 and drift.rounds[-1]["divergence"] > 0.01
