@@ -16,6 +16,19 @@ STANDARD = RunConfig(
 )
 UNIFORM = "uniform"  # a series label: the uniform allocation rather than a bias level
 
+# The remedies compared at full bias, on equal rounds and equal worker compute: each is the standard
+# configuration with these changes. Server momentum, mu and FedAdam's server learning rate were picked
+# from a few values on a 20-round pilot at full bias (momentum 0.9, mu 1 and server lr 0.01 did worse).
+REMEDIES: dict[str, dict[str, object]] = {
+    "fedavg": {},
+    "fedavgm": {"strategy": "fedavgm", "server_lr": 1.0, "server_momentum": 0.5},
+    "fedprox": {"strategy": "fedprox", "mu": 0.1},
+    "fedadam": {"strategy": "fedadam", "server_lr": 0.003, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3},
+    "scaffold": {"strategy": "scaffold", "server_lr": 1.0},
+    "lr decay": {"lr_decay": 0.97},
+    "shared 5%": {"shared_fraction": 0.05},
+}
+
 
 def require(ok: bool, name: str, allowed: str, value: object) -> None:
     """Stop with a ConfigError naming the parameter and its allowed range unless ``ok``."""
@@ -67,16 +80,3 @@ def grid(configs: Mapping[Hashable, RunConfig], kind: str = "federated") -> dict
 def final(results: Sequence[RunResult], column: str = "test_accuracy") -> float:
     """Mean over seeds of a column at the last round."""
     return sum(float(r.rounds[-1][column]) for r in results) / len(results)
-
-# The remedies compared at full bias, on equal rounds and equal worker compute: each is the standard
-# configuration with these changes. Server momentum, mu and FedAdam's server learning rate were picked
-# from a few values on a 20-round pilot at full bias (momentum 0.9, mu 1 and server lr 0.01 did worse).
-REMEDIES: dict[str, dict[str, object]] = {
-    "fedavg": {},
-    "fedavgm": {"strategy": "fedavgm", "server_lr": 1.0, "server_momentum": 0.5},
-    "fedprox": {"strategy": "fedprox", "mu": 0.1},
-    "fedadam": {"strategy": "fedadam", "server_lr": 0.003, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3},
-    "scaffold": {"strategy": "scaffold", "server_lr": 1.0},
-    "lr decay": {"lr_decay": 0.97},
-    "shared 5%": {"shared_fraction": 0.05},
-}
