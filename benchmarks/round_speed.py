@@ -7,6 +7,10 @@ round after the first.
 Each variant runs in its own process, so its peak memory is its own. The last row runs two independent
 runs at once, one thread each, as ``run_many`` does for the book.
 
+On a shared two-vCPU machine the two-thread rows are bimodal: whole runs take either ~0.50 s/round or
+~0.88 s/round (about the one-thread speed), depending on whether the second thread keeps pace; run the
+script twice before reading much into one figure. The one-thread path does not show this.
+
     python benchmarks/round_speed.py [--rounds 4]
 """
 
