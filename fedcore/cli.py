@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fedcore.config import ALLOCATIONS, DATASETS, DEVICES, MODELS, STRATEGIES, ConfigError, RunConfig
 from fedcore.engine import TrainingDiverged
-from fedcore.runner import KINDS, run
+from fedcore.runner import run
 from fedcore.store import RunStore, write_atomic
 
 HELP = {
@@ -56,7 +56,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train one run (or fetch it from the run store) and print a summary",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    r.add_argument("--kind", choices=list(KINDS), default="federated", help="federated or the centralized baseline")
+    r.add_argument("--kind", choices=["federated", "centralized"], default="federated",
+                   help="federated or the centralized baseline")
     defaults = RunConfig()
     for f in dataclasses.fields(RunConfig):
         default = getattr(defaults, f.name)
