@@ -47,7 +47,10 @@ def check_writable(path: Path, param: str, folder: bool) -> None:
     if not folder and path.is_dir():
         raise ConfigError(f"{param} must be a file path, not a folder; got '{path}'", param=param)
     target = path if folder else path.parent
+    existing = next(p for p in (target, *target.parents) if p.exists())
     try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
         target.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=target, prefix=".write-check.", suffix=TEMP_SUFFIX)
         os.close(fd)
@@ -100,8 +103,8 @@ class RunStore:
         asked, or when the file is not a whole run of it (a warning names the file, once per store)."""
         path = self.path(config.key(kind))
         try:
-            text = path.read_text()
-        except FileNotFoundError:
+            text = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):  # not stored (or no store: check_writable says so)
             return None
         try:
             result = RunResult.from_dict(json.loads(text))
