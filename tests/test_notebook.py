@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedcore import notebook
+from fedcore import experiments, notebook
 from fedcore.cli import main, parser
 from fedcore.config import ConfigError
 
@@ -84,3 +84,11 @@ def test_a_notebook_that_refuses_a_value_exits_2(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith("bias must be in [0, 1]; got 1.5 (see --help)")
+
+
+@pytest.mark.parametrize("value", ["[1.5]", 0.5, [], ("uniform",)])
+def test_plain_papermill_gets_the_y_form_from_the_notebooks_bias_check(value):
+    """Where the notebook is run by plain papermill, its own check of a bias list shows the -y form."""
+    with pytest.raises(ConfigError) as err:
+        experiments.check_biases("biases", value)
+    assert "biases must be a non-empty list, given with -y (e.g. -y 'biases: [0.5]')" in str(err.value)
