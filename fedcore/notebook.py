@@ -78,7 +78,8 @@ def _scalar(text: str) -> object:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """The ``notebook`` subcommand."""
     n = sub.add_parser("notebook", help="execute a notebook with papermill after checking its parameters",
-                       description=__doc__.splitlines()[0].split(": ", 1)[1])
+                       description="Execute a notebook with papermill after checking every parameter's name "
+                                   "and type against the notebook's cell tagged 'parameters'.")
     n.set_defaults(command_parser=n)
     n.add_argument("input", type=Path, help="the notebook, e.g. notebooks/bias_comparison.ipynb")
     n.add_argument("output", type=Path, help="the executed notebook to write")
