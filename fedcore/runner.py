@@ -38,9 +38,9 @@ def run(
 
     A stored file that is not a whole run of ``config`` is named in a warning and replaced; one recorded
     with less detail (``eval_workers``) than asked is replaced silently. Before training, ``check``
-    raises ConfigError for what would fail later. A run whose loss became NaN or infinite is stored with the rounds
-    before it, marked ``diverged``, and raises TrainingDiverged unless ``allow_divergence`` (a sweep
-    then shows where it stopped)."""
+    raises ConfigError for what would fail later. A run whose loss became NaN or infinite is stored
+    with the rounds before it, marked ``diverged``, and raises TrainingDiverged unless
+    ``allow_divergence`` (a sweep then shows where it stopped)."""
     store = store or RunStore()
     result = None if force else store.get(config, kind)
     if result is None:
