@@ -6,6 +6,7 @@ splits a label vector (``split``) into per-worker index arrays, deterministicall
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,9 +54,13 @@ class Partitioner:
         y = labels.cpu().numpy()
         self.check(workers, num_classes)
         parts = self._split(y, workers, num_classes, np.random.default_rng(seed))
-        empty = [k for k, p in enumerate(parts) if len(p) == 0]
+        empty = sum(len(p) == 0 for p in parts)
         if empty:
-            raise ConfigError(f"{self!r} leaves worker(s) {empty} without data; choose other parameters")
+            raise ConfigError(
+                f"workers must be few enough that each gets data: {self!r} on {len(y)} images leaves {empty} of "
+                f"{workers} workers without any; use fewer workers or other allocation parameters; got {workers}",
+                param="workers",
+            )
         return Allocation.from_indices(parts, y, num_classes)
 
     def _split(self, y: np.ndarray, workers: int, num_classes: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -116,8 +121,8 @@ class Dirichlet(Partitioner):
 
     def check(self, workers: int, num_classes: int) -> None:
         super().check(workers, num_classes)
-        if not self.alpha > 0:
-            raise ConfigError(f"alpha must be > 0; got {self.alpha!r}")
+        if not 0 < self.alpha < math.inf:
+            raise ConfigError(f"alpha must be > 0 and finite; got {self.alpha!r}")
 
     def _split(self, y, workers, num_classes, rng):
         for _ in range(self.max_tries):
@@ -130,8 +135,8 @@ class Dirichlet(Partitioner):
             if min(len(p) for p in merged) >= self.min_size:
                 return merged
         raise ConfigError(
-            f"alpha={self.alpha} left a worker with fewer than {self.min_size} images in "
-            f"{self.max_tries} draws; use a larger alpha or fewer workers"
+            f"alpha must be larger for {workers} workers: each of {self.max_tries} draws left a worker with fewer "
+            f"than {self.min_size} images (or use fewer workers); got {self.alpha!r}"
         )
 
 

@@ -1,4 +1,9 @@
-"""Command line: ``python -m fedcore run [options]`` trains (or fetches) one run and prints a summary."""
+"""Command line: ``python -m fedcore run [options]`` trains (or fetches) one run and prints a summary;
+``python -m fedcore notebook IN OUT -p NAME VALUE`` executes a notebook after checking its parameters.
+
+A user error exits 2 with one line naming the option and its allowed range, before any work; Ctrl-C
+exits 130; a run that diverged exits 1.
+"""
 
 from __future__ import annotations
 
@@ -7,84 +12,128 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+from fedcore import notebook
 from fedcore.config import ALLOCATIONS, DATASETS, DEVICES, MODELS, STRATEGIES, ConfigError, RunConfig
 from fedcore.engine import TrainingDiverged
-from fedcore.runner import run
-from fedcore.store import RunStore, write_atomic
+from fedcore.experiments import STANDARD
+from fedcore.runner import check, run
+from fedcore.store import RunStore, check_writable, write_atomic
 
 HELP = {
     "dataset": f"dataset: {', '.join(DATASETS)}",
     "model": f"model: {', '.join(MODELS)} (mlp is McMahan's 2NN)",
     "workers": "number of workers, integer >= 2",
     "allocation": f"how the digits are split: {', '.join(ALLOCATIONS)}",
-    "bias": "biased allocation: share of each digit given to its home worker, in [0, 1]",
-    "alpha": "dirichlet allocation: concentration, > 0 (small = skewed)",
+    "bias": "biased allocation: share of each digit given to its home worker, in [0, 1]: 0 = each worker lacks "
+            "its own digit (the others share it), 1/workers = uniform in expectation, 1 = one digit per worker",
+    "alpha": "dirichlet allocation: concentration, > 0 and finite (small = skewed)",
     "classes_per_worker": "classes allocation: distinct classes per worker, in [1, 10]",
     "shards_per_worker": "shards allocation: label-sorted shards per worker, integer >= 1",
     "rounds": "communication rounds, integer >= 1",
     "participation": "fraction of workers taking part each round, in (0, 1]",
-    "local_epochs": "local epochs per round, integer >= 1 (exclusive with --local-steps)",
-    "local_steps": "local SGD steps per round, integer >= 1 (replaces --local-epochs)",
+    "local_epochs": "local epochs per round, integer >= 1 (default: 1 unless --local-steps is given; "
+                    "exclusive with --local-steps)",
+    "local_steps": "local SGD steps per round, integer >= 1 (default: none, epochs are used; exclusive with "
+                   "--local-epochs)",
     "batch_size": "local batch size, integer >= 1, or 'full' for full-batch",
-    "lr": "learning rate, > 0",
+    "lr": "learning rate, > 0 and finite",
     "lr_decay": "learning rate multiplied by this each round, in (0, 1]",
     "momentum": "local SGD momentum, in [0, 1)",
-    "weight_decay": "local weight decay, >= 0",
+    "weight_decay": "local weight decay, >= 0 and finite",
     "strategy": f"aggregation strategy: {', '.join(STRATEGIES)}",
-    "server_lr": "fedavgm, fedadam, scaffold: server learning rate, > 0",
+    "server_lr": "fedavgm, fedadam, scaffold: server learning rate, > 0 and finite",
     "server_momentum": "fedavgm: server momentum, in [0, 1)",
-    "mu": "fedprox: weight of the proximal term mu/2 ||w - w_global||^2, >= 0",
+    "mu": "fedprox: weight of the proximal term mu/2 ||w - w_global||^2, >= 0 and finite",
     "beta1": "fedadam: decay of the server's first moment, in [0, 1)",
     "beta2": "fedadam: decay of the server's second moment, in [0, 1)",
-    "tau": "fedadam: adaptivity, added to the root of the second moment, > 0",
+    "tau": "fedadam: adaptivity, added to the root of the second moment, > 0 and finite",
     "shared_fraction": "share of the training data held out and given to every worker, in [0, 1)",
-    "eval_workers": "test images on which each worker's local model is scored each round, 0..10000 (0 = off)",
+    "eval_workers": "test images on which each worker's local model is scored each round, 0..10000 (0 = off); "
+                    "not part of the run key: a stored run scored on more images serves a request for fewer",
     "seed": "random seed, integer >= 0",
     "device": f"{', '.join(DEVICES)} (auto = CUDA when present)",
-    "threads": "torch threads, integer >= 1 (default: every core)",
+    "threads": "torch threads on CPU, integer >= 1; part of the run key, as the count changes the last bits",
     "data_dir": "data directory (default: $FEDCORE_DATA_DIR, else data/)",
 }
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``PROG: error: MESSAGE``, with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _batch_size(text: str) -> int | None:
     return None if text == "full" else int(text)
 
 
+def _standard_help() -> str:
+    changed = [f"{f.name}={getattr(STANDARD, f.name)}" for f in dataclasses.fields(RunConfig)
+               if getattr(STANDARD, f.name) != getattr(RunConfig(), f.name)]
+    return ("start from the report's standard settings (fedcore.experiments.STANDARD: " + ", ".join(changed)
+            + ") instead of the defaults above, so that runs are shared with the book; other options override them")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fedcore", description="Federated averaging on badly split MNIST.")
+    p = Parser(prog="python -m fedcore", description="Federated averaging on badly split MNIST.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train one run (or fetch it from the run store) and print a summary",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description="Train one run, or fetch it from the run store, and print a summary.")
+    r.set_defaults(command_parser=r)
     r.add_argument("--kind", choices=["federated", "centralized"], default="federated",
-                   help="federated or the centralized baseline")
+                   help="federated or the centralized baseline (default: federated)")
     defaults = RunConfig()
-    for f in dataclasses.fields(RunConfig):
+    for f in dataclasses.fields(RunConfig):  # default SUPPRESS: only the options given appear in the namespace
         default = getattr(defaults, f.name)
         kind = {"batch_size": _batch_size}.get(f.name, type(default) if default is not None else int)
         if f.name in ("data_dir", "device") or isinstance(default, str):
             kind = str
-        r.add_argument("--" + f.name.replace("_", "-"), type=kind, default=default, help=HELP[f.name])
+        text = HELP[f.name] if "(default:" in HELP[f.name] else f"{HELP[f.name]} (default: {default})"
+        r.add_argument("--" + f.name.replace("_", "-"), type=kind, default=argparse.SUPPRESS, help=text)
+    r.add_argument("--standard", action="store_true", help=_standard_help())
+    r.add_argument("--force", action="store_true", help="train again even when the run is stored, and replace it")
     r.add_argument("--runs-dir", default=None, help="run store folder (default: $FEDCORE_RUNS_DIR, else runs/)")
     r.add_argument("--out", type=Path, default=None, help="also write the result as JSON to this file")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    notebook.add_parser(sub)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser()
-    args = p.parse_args(argv)
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)}
-    if args.local_steps is not None:
-        values["local_epochs"] = None
-    try:
-        config = RunConfig(**values)
-    except ConfigError as err:
-        option = "--" + err.param.replace("_", "-").replace("/", "/--")
-        p.error(f"{option}: {err}")
+def option_error(err: ConfigError) -> str:
+    """The error's message with its parameter name(s) written as options: 'bias must ...' -> '--bias must ...'."""
+    options = "/".join("--" + name.replace("_", "-") for name in err.param.split("/"))
+    text = str(err)
+    return options + text[len(err.param):] if text.startswith(err.param) else f"{options}: {text}"
+
+
+def config_from(args: argparse.Namespace) -> RunConfig:
+    """The run the options ask for: the defaults (or STANDARD with --standard) with the options given."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
+    if "local_epochs" in given and "local_steps" in given:
+        raise ConfigError("local_epochs/local_steps are exclusive: give one of the two; got "
+                          f"{given['local_epochs']} and {given['local_steps']}", param="local_epochs/local_steps")
+    if "local_steps" in given:
+        given["local_epochs"] = None
+    elif "local_epochs" in given:
+        given["local_steps"] = None
+    return (STANDARD if args.standard else RunConfig()).replace(**given)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``run``: every check before the training, then the run, its summary and --out."""
     store = RunStore(args.runs_dir)
     try:
-        result = run(config, args.kind, store, progress=not args.no_progress)
+        config = config_from(args)
+        if args.out is not None:
+            check_writable(args.out, "out", folder=False)
+        check(config, args.kind, store)
+    except ConfigError as err:
+        args.command_parser.error(option_error(err))
+    try:
+        result = run(config, args.kind, store, progress=not args.no_progress, force=args.force)
     except TrainingDiverged as err:
         print(f"stopped: {err}", file=sys.stderr)
         return 1
@@ -94,6 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.kind} run {result.key}: round {last['round']}, test accuracy {last['test_accuracy']:.4f}, "
           f"test loss {last['test_loss']:.4f}; stored at {store.path(result.key)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "notebook":
+            return notebook.main(args)
+        return run_command(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

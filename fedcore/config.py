@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
-ENGINE_VERSION = "2"  # bump when a change to the engine alters results, so stored runs are recomputed
+from fedcore.version import backend, engine_fingerprint
 
 DATASETS = ("mnist", "fashion-mnist")
 MODELS = ("mlp", "cnn", "logistic")
@@ -31,7 +32,11 @@ STRATEGY_PARAMS: dict[str, tuple[str, ...]] = {
     "fedadam": ("server_lr", "beta1", "beta2", "tau"),
     "scaffold": ("server_lr",),
 }
-EXECUTION_FIELDS = ("device", "threads", "data_dir")  # how to run, not what to run: not in the key
+# How to run, not what to run: not in the key as such. The device and thread count enter it through
+# version.backend (the CUDA device's name, else the thread count), since they change the last bits.
+EXECUTION_FIELDS = ("device", "threads", "data_dir")
+# Recorded, not trained (worker scoring): not in the key; a stored run with more satisfies a request for less.
+DETAIL_FIELDS = ("eval_workers",)
 # The centralized baseline pools all data: how it was allocated and aggregated does not matter.
 FEDERATED_ONLY = ("allocation", "strategy", "eval_workers", "shared_fraction")
 
@@ -76,7 +81,7 @@ class RunConfig:
     eval_workers: int = 0
     seed: int = 0
     device: str = "auto"
-    threads: int | None = None
+    threads: int = 1
     data_dir: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -101,8 +106,11 @@ class RunConfig:
         }
 
     def key(self, kind: str = "federated") -> str:
-        """Stable hash of the experiment, the kind of run and the engine version."""
-        payload = {"kind": kind, "engine": ENGINE_VERSION, **self.experiment(kind)}
+        """Stable hash of what decides the result: the experiment (less DETAIL_FIELDS), the kind of run,
+        the engine's fingerprint (its source, torch, ENGINE_VERSION) and the backend (GPU or thread count)."""
+        experiment = {k: v for k, v in self.experiment(kind).items() if k not in DETAIL_FIELDS}
+        payload = {"kind": kind, "engine": engine_fingerprint(), "backend": backend(self.device, self.threads),
+                   **experiment}
         text = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -121,7 +129,7 @@ def _int(value: object) -> bool:
 
 
 def validate(c: RunConfig) -> None:
-    """Raise ConfigError naming the first parameter outside its allowed range."""
+    """Raise ConfigError naming the first parameter outside its allowed range (no float may be inf or nan)."""
     _choice("dataset", c.dataset, DATASETS)
     _choice("model", c.model, MODELS)
     _choice("allocation", c.allocation, ALLOCATIONS)
@@ -143,16 +151,16 @@ def validate(c: RunConfig) -> None:
         c.batch_size is None or (_int(c.batch_size) and c.batch_size >= 1),
         "batch_size", "an integer >= 1 or None (full batch)", c.batch_size,
     )
-    _check(c.lr > 0, "lr", "> 0", c.lr)
+    _check(0 < c.lr < math.inf, "lr", "> 0 and finite", c.lr)
     _check(0.0 < c.lr_decay <= 1.0, "lr_decay", "in (0, 1]", c.lr_decay)
     _check(0.0 <= c.momentum < 1.0, "momentum", "in [0, 1)", c.momentum)
-    _check(c.weight_decay >= 0, "weight_decay", ">= 0", c.weight_decay)
-    _check(c.server_lr > 0, "server_lr", "> 0", c.server_lr)
+    _check(0 <= c.weight_decay < math.inf, "weight_decay", ">= 0 and finite", c.weight_decay)
+    _check(0 < c.server_lr < math.inf, "server_lr", "> 0 and finite", c.server_lr)
     _check(0.0 <= c.server_momentum < 1.0, "server_momentum", "in [0, 1)", c.server_momentum)
-    _check(c.mu >= 0, "mu", ">= 0", c.mu)
+    _check(0 <= c.mu < math.inf, "mu", ">= 0 and finite", c.mu)
     _check(0.0 <= c.beta1 < 1.0, "beta1", "in [0, 1)", c.beta1)
     _check(0.0 <= c.beta2 < 1.0, "beta2", "in [0, 1)", c.beta2)
-    _check(c.tau > 0, "tau", "> 0", c.tau)
+    _check(0 < c.tau < math.inf, "tau", "> 0 and finite", c.tau)
     _check(0.0 <= c.shared_fraction < 1.0, "shared_fraction", "in [0, 1)", c.shared_fraction)
     _check(
         _int(c.eval_workers) and 0 <= c.eval_workers <= 10_000,
@@ -160,7 +168,7 @@ def validate(c: RunConfig) -> None:
         c.eval_workers,
     )
     _check(_int(c.seed) and c.seed >= 0, "seed", "an integer >= 0", c.seed)
-    _check(c.threads is None or (_int(c.threads) and c.threads >= 1), "threads", "an integer >= 1 or None", c.threads)
+    _check(_int(c.threads) and c.threads >= 1, "threads", "an integer >= 1", c.threads)
     from fedcore.allocation import partitioner_for
 
     partitioner_for(c).check(c.workers, NUM_CLASSES)  # the allocation's own parameter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,21 @@ DATASETS = {
 }
 
 
+# The raw files of MNIST and Fashion-MNIST (the same format and counts) and their sizes in bytes.
+RAW_SIZES = {
+    "train-images-idx3-ubyte": 47_040_016,
+    "train-labels-idx1-ubyte": 60_008,
+    "t10k-images-idx3-ubyte": 7_840_016,
+    "t10k-labels-idx1-ubyte": 10_008,
+}
+
+
 class DataNotFoundError(FileNotFoundError):
     """The dataset is neither on disk nor downloadable."""
+
+
+class DataDamagedError(OSError):
+    """A raw file of the dataset has the wrong size (cut short or damaged); the message names it."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,25 @@ def _present(cls: type, root: Path) -> bool:
     return all((raw / Path(name).stem).exists() for name, _ in cls.resources)
 
 
+def check_raw_files(cls_name: str, root: Path) -> None:
+    """Raise DataDamagedError naming the first raw file in ``root`` whose size is not the expected one."""
+    for name, size in RAW_SIZES.items():
+        path = root / cls_name / "raw" / name
+        if path.exists() and path.stat().st_size != size:
+            raise DataDamagedError(
+                f"{path} is {path.stat().st_size:,} bytes, expected {size:,}: the file is cut short or damaged; "
+                "replace it with a whole copy, or delete it so that it is downloaded again"
+            )
+
+
+def _outermost_missing(path: Path) -> Path | None:
+    """The outermost folder on the way to ``path`` that does not exist yet (None when ``path`` exists)."""
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
+
+
 _CACHE: dict[tuple[str, Path], Dataset] = {}
 
 
@@ -69,13 +102,19 @@ def load(name: str = "mnist", root: str | os.PathLike | None = None) -> Dataset:
     where = next((d for d in tried if _present(cls, d)), tried[0]).resolve()
     if (name, where) in _CACHE:
         return _CACHE[(name, where)]
+    check_raw_files(cls_name, where)
+    created = _outermost_missing(where / cls_name)
     try:
         train, test = (cls(str(where), train=t, download=True) for t in (True, False))
     except (RuntimeError, OSError) as err:  # torchvision raises RuntimeError when every mirror fails
+        if created is not None:  # leave no empty folders behind a failed download
+            shutil.rmtree(created, ignore_errors=True)
+        advice = (f"point data_dir (--data-dir) at a folder holding {cls_name}/raw/" if root is not None else
+                  f"set {ENV_VAR} to a folder holding {cls_name}/raw/, e.g. export {ENV_VAR}=../shared/data")
+        reason = " ".join(str(err).split())[:300]
         raise DataNotFoundError(
             f"{cls_name} is in none of {', '.join(str(d) for d in tried)} (looked for {cls_name}/raw/ in each) "
-            f"and could not be downloaded into {where} ({err}). Set {ENV_VAR} to a folder holding "
-            f"{cls_name}/raw/, e.g. export {ENV_VAR}=../shared/data"
+            f"and could not be downloaded into {where} ({reason}); {advice}"
         ) from err
 
     def images(ds: object) -> torch.Tensor:

@@ -7,7 +7,6 @@ with fresh optimizer state, the strategy aggregates, and the global model is eva
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 
@@ -17,7 +16,7 @@ from tqdm import tqdm
 
 from fedcore import data as datasets
 from fedcore.allocation import Allocation, partitioner_for
-from fedcore.config import RunConfig
+from fedcore.config import ConfigError, RunConfig
 from fedcore.metrics import confusion, evaluate, update_geometry
 from fedcore.models import build
 from fedcore.results import RunResult
@@ -38,15 +37,15 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device must be 'auto' or 'cpu' here: CUDA is not available")
+        raise ConfigError(f"device must be auto or cpu here: CUDA is not available; got {name!r}", param="device")
     return torch.device(name)
 
 
-def configure_torch(threads: int | None) -> None:
-    """Set torch's thread count explicitly (default: every core; unset, steps can run 50x slower when
-    another process is busy) and flush denormal floats to zero (a converged model's tiny gradients are
-    otherwise several times slower to multiply on x86)."""
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+def configure_torch(threads: int) -> None:
+    """Set torch's thread count explicitly (unset, steps can run 50x slower when another process is busy;
+    it is part of the run key, as it changes the last bits) and flush denormal floats to zero (a converged
+    model's tiny gradients are otherwise several times slower to multiply on x86)."""
+    torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
 
 

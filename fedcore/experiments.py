@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 from fedcore.config import ConfigError, RunConfig
 from fedcore.results import RunResult
@@ -36,10 +36,11 @@ def require(ok: bool, name: str, allowed: str, value: object) -> None:
         raise ConfigError(f"{name} must be {allowed}; got {value!r}", param=name)
 
 
-def check_biases(name: str, biases: Iterable[object]) -> None:
-    """Each element a bias in [0, 1] or the word 'uniform'."""
-    biases = list(biases)
-    require(len(biases) > 0, name, "a non-empty list", biases)
+def check_biases(name: str, biases: object) -> None:
+    """A non-empty list (not a string or a number: papermill's -p gives those), each element a bias in
+    [0, 1] or the word 'uniform'."""
+    require(isinstance(biases, list) and len(biases) > 0, name,
+            f"a non-empty list, given with -y (e.g. -y '{name}: [0.5]'), not -p", biases)
     for b in biases:
         ok = b == UNIFORM or (isinstance(b, int | float) and 0.0 <= b <= 1.0)
         require(ok, name, "a list of biases in [0, 1] or 'uniform'", b)

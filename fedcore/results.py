@@ -7,14 +7,15 @@ import platform
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
-from fedcore.config import ENGINE_VERSION
+from fedcore.version import ENGINE_VERSION, engine_fingerprint
 
 Row = dict[str, object]
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of Python, the engine and the numerical packages."""
-    out = {"python": platform.python_version(), "fedcore_engine": ENGINE_VERSION}
+    """Versions of Python, the engine (its salt and source fingerprint) and the numerical packages."""
+    out = {"python": platform.python_version(), "fedcore_engine": ENGINE_VERSION,
+           "engine_fingerprint": engine_fingerprint()}
     for name in ("torch", "torchvision", "numpy"):
         try:
             out[name] = version(name)
@@ -61,5 +62,23 @@ class RunResult:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> RunResult:
+    def from_dict(cls, d: object) -> RunResult:
+        """The run a dict (as ``to_dict`` writes it) describes; ValueError naming what is missing or malformed."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a run is a JSON object; got {type(d).__name__}")
+        unknown, missing = set(d) - set(_FIELD_TYPES), {"kind", "key", "config"} - set(d)
+        if unknown or missing:
+            raise ValueError(f"unknown fields {sorted(unknown)}, missing fields {sorted(missing)}")
+        for name, kind in _FIELD_TYPES.items():
+            if name in d and not isinstance(d[name], kind):
+                raise ValueError(f"field {name!r} must be of type {kind}; got {type(d[name]).__name__}")
+        if not all(isinstance(row, dict) and "round" in row for row in d.get("rounds", [])):
+            raise ValueError("every row of 'rounds' must be an object with a 'round'")
         return cls(**d)
+
+
+# Every field of RunResult and its JSON type (kind, key and config are required, the rest have defaults).
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "kind": str, "key": str, "config": dict, "versions": dict, "rounds": list, "classes": list,
+    "workers": list, "allocation": list, "confusion": list, "diverged": (str, type(None)),
+}

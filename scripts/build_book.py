@@ -23,6 +23,9 @@ import nbformat
 import papermill
 import yaml
 
+from fedcore import notebook
+from fedcore.config import ConfigError
+
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "book" / "manifest.yml"
 OUTPUT_DIR = ROOT / "book" / "notebooks"
@@ -53,6 +56,16 @@ def stored_fingerprint(output: Path) -> str | None:
         return None
 
 
+def check_parameters(entries: list[dict]) -> None:
+    """Stop before any work when an entry gives a parameter its notebook does not declare, or a value
+    of another type than the one declared (fedcore.notebook.check_parameters)."""
+    for entry in entries:
+        try:
+            notebook.check_parameters(ROOT / "notebooks" / f"{entry['notebook']}.ipynb", entry["parameters"])
+        except ConfigError as err:
+            sys.exit(f"FAILED: {MANIFEST.relative_to(ROOT)}, entry {entry['output']}: {err}")
+
+
 def execute(entry: dict, print_: str, output: Path) -> float:
     """Run one notebook into ``output`` (written whole or not at all); its seconds."""
     source = ROOT / "notebooks" / f"{entry['notebook']}.ipynb"
@@ -79,6 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     entries, code = load_manifest(), code_hash()
+    check_parameters(entries)
     prints = {e["output"]: fingerprint(e, code) for e in entries if not e.get("summary")}
     times: list[tuple[str, str]] = []
     start = time.perf_counter()

@@ -1,10 +1,13 @@
 import json
+import re
+import signal
 import subprocess
 import sys
 
 import pytest
 
-from fedcore.cli import main, parser
+from fedcore import experiments
+from fedcore.cli import config_from, main, parser
 from fedcore.config import RunConfig
 
 
@@ -43,3 +46,139 @@ def test_a_small_real_run_writes_its_result(tmp_path):
     result = json.loads(out.read_text())
     assert result["config"]["bias"] == 1.0 and len(result["rounds"]) == 3
     assert len(list((tmp_path / "runs").glob("*.json"))) == 1
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Training that fails the test: every case below must stop before it."""
+
+    def forbidden(config, progress=True):
+        raise AssertionError("trained although the input was bad")
+
+    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": forbidden, "centralized": forbidden})
+
+
+def _fails(capsys, argv: list[str]) -> str:
+    """Run the command line, expecting exit 2 and a single error line; that line."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m fedcore run: error: ") and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--local-epochs", "5", "--local-steps", "2"], "--local-epochs/--local-steps are exclusive"),
+        (["--workers", "100000"], "--workers must be few enough that each gets data"),
+        (["--allocation", "dirichlet", "--alpha", "0.001"], "--alpha must be larger for 10 workers"),
+        (["--allocation", "dirichlet", "--alpha", "inf"], "--alpha must be > 0 and finite; got inf"),
+        (["--lr", "inf"], "--lr must be > 0 and finite; got inf"),
+        (["--mu", "nan", "--strategy", "fedprox"], "--mu must be >= 0 and finite; got nan"),
+    ],
+)
+def test_failures_found_after_validation_now_exit_2_before_training(tmp_path, capsys, mnist, no_training, argv,
+                                                                    expected):
+    err = _fails(capsys, ["run", *argv, "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+    assert expected in err
+    assert not list((tmp_path / "runs").glob("*.json"))
+
+
+def test_too_many_workers_are_counted_not_listed(tmp_path, capsys, mnist, no_training):
+    err = _fails(capsys, ["run", "--workers", "100000", "--runs-dir", str(tmp_path)])
+    assert "of 100000 workers without any" in err and len(err) < 400
+
+
+def test_cuda_without_a_gpu_exits_2(monkeypatch, tmp_path, capsys, mnist, no_training):
+    from fedcore import version
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    version.backend.cache_clear()
+    err = _fails(capsys, ["run", "--device", "cuda", "--runs-dir", str(tmp_path)])
+    version.backend.cache_clear()
+    assert "--device must be auto or cpu here: CUDA is not available" in err
+
+
+def test_an_empty_data_dir_exits_2_naming_it_and_creates_nothing(monkeypatch, tmp_path, capsys, no_training):
+    import torchvision.datasets
+
+    from fedcore import data
+
+    def offline(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried one\nTried two")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
+    monkeypatch.setattr(data, "REPO_DATA_DIR", tmp_path / "repo-data")
+    (tmp_path / "empty").mkdir()
+    err = _fails(capsys, ["run", "--data-dir", str(tmp_path / "empty"), "--runs-dir", str(tmp_path / "runs")])
+    assert err.startswith("python -m fedcore run: error: --data-dir must hold the mnist dataset")
+    assert "FEDCORE_DATA_DIR" not in err
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_a_damaged_data_file_exits_2_naming_it(tmp_path, capsys, mnist, no_training):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (raw / name).write_bytes(b"")
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\0" * 1000)
+    err = _fails(capsys, ["run", "--data-dir", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs")])
+    assert str(raw / "train-images-idx3-ubyte") in err and "expected 47,040,016" in err
+
+
+def test_an_unwritable_runs_folder_or_a_folder_as_out_exit_2_before_training(tmp_path, capsys, mnist, no_training):
+    (tmp_path / "file").write_text("")
+    err = _fails(capsys, ["run", "--runs-dir", str(tmp_path / "file" / "runs")])
+    assert "--runs-dir must be a writable folder" in err
+    (tmp_path / "folder").mkdir()
+    err = _fails(capsys, ["run", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "folder")])
+    assert "--out must be a file path, not a folder" in err
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+def test_help_shows_one_default_per_option_and_explains_the_bias_scale():
+    text = " ".join(parser()._subparsers._group_actions[0].choices["run"].format_help().split())
+    options = re.split(r" (?=--[a-z])", text.split("options:", 1)[1])
+    for option in options:
+        assert option.count("default") <= 1, option
+    assert "0 = each worker lacks its own digit" in text and "1/workers = uniform in expectation" in text
+    assert "1 = one digit per worker" in text and "local_steps=50" in text and "eval_workers=1000" in text
+
+
+def test_standard_uses_the_reports_runs():
+    args = parser().parse_args(["run", "--standard", "--bias", "1"])
+    assert config_from(args) == experiments.config_for(1.0, 0)
+    assert config_from(args).key() == experiments.config_for(1.0, 0).key()
+    args = parser().parse_args(["run", "--standard", "--local-epochs", "2"])
+    assert (config_from(args).local_epochs, config_from(args).local_steps) == (2, None)
+
+
+def test_force_retrains(tmp_path, monkeypatch, toy):
+    from fedcore.engine import run_federated
+
+    calls = []
+    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": lambda c, progress: calls.append(c) or
+                                                 run_federated(c, progress=False, data=toy)})
+    argv = ["run", "--rounds", "1", "--local-steps", "2", "--runs-dir", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0 and main(argv) == 0 and len(calls) == 1
+    assert main([*argv, "--force"]) == 0 and len(calls) == 2
+
+
+def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
+    # python -m fedcore, with Python's Ctrl-C handler even where this test runs with SIGINT ignored
+    start = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "runpy.run_module('fedcore', run_name='__main__')")
+    cmd = [sys.executable, "-c", start, "run", "--rounds", "1000", "--runs-dir", str(tmp_path)]
+    process = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "round/s" not in seen:  # the progress bar: training has started
+        char = process.stderr.read(1)
+        assert char, f"ended before training: {seen}"
+        seen += char
+    process.send_signal(signal.SIGINT)
+    err = process.stderr.read()
+    assert process.wait() == 130
+    assert "Traceback" not in err and err.rstrip().endswith("interrupted")
+    assert list(tmp_path.iterdir()) == []

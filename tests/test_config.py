@@ -30,6 +30,16 @@ BAD = [
     ({"seed": -1}, "seed", ">= 0"),
     ({"device": "tpu"}, "device", "auto"),
     ({"rounds": 2.5}, "rounds", "integer"),
+    ({"lr": float("inf")}, "lr", "> 0 and finite"),
+    ({"lr": float("nan")}, "lr", "> 0 and finite"),
+    ({"weight_decay": float("inf")}, "weight_decay", "finite"),
+    ({"strategy": "fedprox", "mu": float("inf")}, "mu", "finite"),
+    ({"strategy": "fedadam", "tau": float("inf")}, "tau", "finite"),
+    ({"server_lr": float("inf")}, "server_lr", "finite"),
+    ({"allocation": "dirichlet", "alpha": float("inf")}, "alpha", "> 0 and finite"),
+    ({"bias": float("nan")}, "bias", "[0, 1]"),
+    ({"threads": 0}, "threads", ">= 1"),
+    ({"threads": None}, "threads", ">= 1"),
 ]
 
 
@@ -45,7 +55,8 @@ def test_key_is_stable_and_ignores_unused_knobs():
     base = RunConfig(allocation="uniform")
     assert base.key() == RunConfig(allocation="uniform").key()
     assert base.key() == RunConfig(allocation="uniform", bias=0.7, alpha=3.0).key()  # unused by uniform
-    assert base.key() == RunConfig(allocation="uniform", threads=1, device="cpu").key()  # how, not what
+    assert base.key() == RunConfig(allocation="uniform", data_dir="/elsewhere").key()  # how, not what
+    assert base.key() == RunConfig(allocation="uniform", eval_workers=1000).key()  # recorded, not trained
     assert RunConfig(bias=0.2).key() != RunConfig(bias=0.3).key()
     assert RunConfig(seed=1).key() != RunConfig(seed=2).key()
     assert base.key("federated") != base.key("centralized")

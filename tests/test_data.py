@@ -26,19 +26,49 @@ def test_the_first_directory_holding_the_dataset_is_used(monkeypatch, tmp_path, 
     assert torch.equal(data.load("mnist").test_y, mnist.test_y)
 
 
-def test_missing_data_offline_names_the_directory_and_the_variable(monkeypatch, tmp_path):
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No download possible, and no data/ folder in the repository."""
     import torchvision.datasets
 
-    def offline(self):
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+    def fail(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried mirrors\n  one\n  two")
 
-    monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", fail)
     monkeypatch.setattr(data, "REPO_DATA_DIR", tmp_path / "repo-data")
+
+
+def test_missing_data_offline_names_the_argument_and_creates_nothing(offline, tmp_path):
+    """An explicit data_dir (--data-dir) overrides the variable: the advice names it, and the failed
+    download leaves no MNIST/raw/ behind."""
     with pytest.raises(data.DataNotFoundError) as err:
         data.load("mnist", tmp_path / "empty")
     message = str(err.value)
     assert str(tmp_path / "empty") in message and str(tmp_path / "repo-data") in message
-    assert "FEDCORE_DATA_DIR" in message
+    assert "--data-dir" in message and "FEDCORE_DATA_DIR" not in message and "\n" not in message
+    assert not (tmp_path / "empty").exists() and not (tmp_path / "repo-data").exists()
+
+
+def test_missing_data_offline_without_argument_names_the_variable(offline, monkeypatch, tmp_path):
+    (tmp_path / "mine").mkdir()
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "mine"))
+    with pytest.raises(data.DataNotFoundError, match="set FEDCORE_DATA_DIR"):
+        data.load("mnist")
+    assert list((tmp_path / "mine").iterdir()) == []  # the folder was there before: kept, but left empty
+
+
+def test_a_damaged_file_is_named_with_its_expected_size(mnist, tmp_path):
+    source = next(d for d in data.data_dirs() if (d / "MNIST" / "raw").exists()) / "MNIST" / "raw"
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in data.RAW_SIZES:
+        (raw / name).symlink_to(source / name)
+    (raw / "train-images-idx3-ubyte").unlink()
+    (raw / "train-images-idx3-ubyte").write_bytes((source / "train-images-idx3-ubyte").read_bytes()[:1000])
+    with pytest.raises(data.DataDamagedError) as err:
+        data.load("mnist", tmp_path)
+    assert str(raw / "train-images-idx3-ubyte") in str(err.value)
+    assert "1,000 bytes, expected 47,040,016" in str(err.value)
 
 
 def test_unknown_dataset_is_refused():

@@ -1,0 +1,94 @@
+"""Notebook parameters are checked by name and type before any work, by the command and the builder."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedcore import experiments, notebook
+from fedcore.cli import main, parser
+from fedcore.config import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPARISON = ROOT / "notebooks" / "bias_comparison.ipynb"
+STRATEGIES = ROOT / "notebooks" / "strategies.ipynb"
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("build_book", ROOT / "scripts" / "build_book.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("path", "argv", "expected"),
+    [
+        (COMPARISON, ["-p", "bais", "0.3"],
+         "bais is not a parameter of bias_comparison.ipynb; its parameters are: biases, centralized, post_table"),
+        (COMPARISON, ["-p", "biases", "[1.5]"], "biases must be of type list; got '[1.5]'"),
+        (COMPARISON, ["-p", "biases", "0.5"], "biases must be of type list; got 0.5"),
+        (STRATEGIES, ["-p", "methods", "fedavg"], "methods must be of type list; got 'fedavg'"),
+        (COMPARISON, ["-p", "seeds", "2.5"], "seeds must be of type int; got 2.5"),
+        (COMPARISON, ["-p", "centralized", "yes"], "centralized must be of type bool; got 'yes'"),
+    ],
+)
+def test_bad_parameters_exit_2_before_any_work(tmp_path, capsys, path, argv, expected):
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["notebook", str(path), str(out), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m fedcore notebook: error: ") and expected in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "form"),
+    [("[1.5]", "-y 'biases: [1.5]'"), (0.5, "-y 'biases: [0.5]'"), ("uniform", """-y 'biases: ["uniform"]'""")],
+)
+def test_a_list_given_with_p_is_shown_in_its_y_form(value, form):
+    with pytest.raises(ConfigError, match="biases must be of type list") as err:
+        notebook.check_parameters(COMPARISON, {"biases": value})
+    assert form in str(err.value) and err.value.param == "biases"
+
+
+def test_well_typed_parameters_pass():
+    notebook.check_parameters(COMPARISON, {"biases": [0.0, "uniform"], "seeds": 2, "centralized": True})
+    notebook.check_parameters(STRATEGIES, {"bias": 1, "momentum": 0.5})  # an int is a float
+
+
+def test_p_values_are_read_as_papermill_reads_them():
+    args = parser().parse_args(
+        ["notebook", "a.ipynb", "b.ipynb", "-y", "biases: [0.5]", "-p", "seeds", "2", "-p", "centralized", "True",
+         "-p", "bias", "0.6", "-r", "dataset", "7"])
+    assert notebook.parameters_from(args) == {"biases": [0.5], "seeds": 2, "centralized": True, "bias": 0.6,
+                                              "dataset": "7"}
+
+
+def test_the_builder_stops_on_an_undeclared_parameter_before_any_work():
+    builder = _builder()
+    entry = {"notebook": "bias_comparison", "output": "comparison-typo", "parameters": {"bais": 0.3}}
+    with pytest.raises(SystemExit) as exit_info:
+        builder.check_parameters([*builder.load_manifest(), entry])
+    assert "entry comparison-typo: bais is not a parameter of bias_comparison.ipynb" in str(exit_info.value.code)
+    builder.check_parameters(builder.load_manifest())  # the book's own entries pass
+
+
+def test_a_notebook_that_refuses_a_value_exits_2(tmp_path):
+    """A value of the right type outside its range stops in the notebook's first cell: exit 2, one line."""
+    cmd = [sys.executable, "-m", "fedcore", "notebook", str(ROOT / "notebooks" / "allocation.ipynb"),
+           str(tmp_path / "out.ipynb"), "-p", "bias", "1.5"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith("bias must be in [0, 1]; got 1.5 (see --help)")
+
+
+@pytest.mark.parametrize("value", ["[1.5]", 0.5, [], ("uniform",)])
+def test_plain_papermill_gets_the_y_form_from_the_notebooks_bias_check(value):
+    """Where the notebook is run by plain papermill, its own check of a bias list shows the -y form."""
+    with pytest.raises(ConfigError) as err:
+        experiments.check_biases("biases", value)
+    assert "biases must be a non-empty list, given with -y (e.g. -y 'biases: [0.5]')" in str(err.value)

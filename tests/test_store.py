@@ -1,0 +1,132 @@
+"""The run store checks what it reads, replaces what is wrong, and never serves another run's result."""
+
+import errno
+import json
+import logging
+import os
+import time
+
+import pytest
+
+from fedcore import RunConfig, run
+from fedcore.config import ConfigError
+from fedcore.engine import run_federated
+from fedcore.store import RunStore
+
+CONFIG = RunConfig(rounds=2, local_epochs=None, local_steps=3)
+
+
+@pytest.fixture
+def trained(monkeypatch, toy):
+    """Training replaced by the engine on the toy set; the list holds every config trained."""
+    calls = []
+
+    def counting(config, progress=True):
+        calls.append(config)
+        return run_federated(config, progress=progress, data=toy)
+
+    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": counting})
+    return calls
+
+
+def _whole_run(toy, config=CONFIG):
+    return run_federated(config, progress=False, data=toy).to_dict()
+
+
+def _damaged(toy, case: str) -> str:
+    """What a store file might hold instead of the run it is named after."""
+    good = _whole_run(toy)
+    text = json.dumps(good)
+    return {
+        "truncated": lambda: text[: len(text) // 2],
+        "empty": lambda: "",
+        "not a run": lambda: json.dumps({"hello": 1}),
+        "a list": lambda: "[]",
+        "no rounds": lambda: json.dumps({**good, "rounds": []}),
+        "rounds cut short": lambda: json.dumps({**good, "rounds": good["rounds"][:2]}),
+        "wrong key": lambda: json.dumps({**good, "key": "0123456789abcdef"}),
+        "another config (20 workers)": lambda: json.dumps(_whole_run(toy, CONFIG.replace(workers=20))),
+        "not UTF-8": lambda: "\udcff",
+    }[case]()
+
+
+CASES = ["truncated", "empty", "not a run", "a list", "no rounds", "rounds cut short", "wrong key",
+         "another config (20 workers)", "not UTF-8"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_wrong_store_file_is_named_retrained_and_replaced(tmp_path, toy, trained, caplog, case):
+    store = RunStore(tmp_path)
+    path = store.path(CONFIG.key())
+    path.write_text(_damaged(toy, case), errors="surrogateescape")
+    with caplog.at_level(logging.WARNING, logger="fedcore.store"):
+        result = run(CONFIG, store=store, progress=False)
+    assert len(trained) == 1
+    assert str(path) in caplog.text and "training the run again" in caplog.text
+    assert result.config["workers"] == 10 and len(result.rounds) == 3
+    assert json.loads(path.read_text()) == json.loads(json.dumps(result.to_dict()))  # replaced by the whole run
+    caplog.clear()
+    run(CONFIG, store=store, progress=False)
+    assert len(trained) == 1 and caplog.text == ""  # read back from then on
+
+
+def test_stored_files_are_readable_by_others(tmp_path, toy, trained):
+    store = RunStore(tmp_path)
+    run(CONFIG, store=store, progress=False)
+    assert os.stat(store.path(CONFIG.key())).st_mode & 0o777 == 0o644
+
+
+def test_force_trains_again(tmp_path, toy, trained):
+    store = RunStore(tmp_path)
+    run(CONFIG, store=store, progress=False)
+    run(CONFIG, store=store, progress=False)
+    run(CONFIG, store=store, progress=False, force=True)
+    assert len(trained) == 2
+
+
+def test_more_worker_scoring_serves_less_and_a_request_for_more_retrains(tmp_path, toy, trained):
+    store = RunStore(tmp_path)
+    scored = CONFIG.replace(eval_workers=100)
+    assert scored.key() == CONFIG.key()  # recorded detail, not part of what is trained
+    run(scored, store=store, progress=False)
+    for less in (0, 50, 100):
+        assert run(CONFIG.replace(eval_workers=less), store=store, progress=False).config["eval_workers"] == 100
+    assert len(trained) == 1
+    more = run(CONFIG.replace(eval_workers=150), store=store, progress=False)
+    assert len(trained) == 2 and more.config["eval_workers"] == 150
+    assert json.loads(store.path(CONFIG.key()).read_text())["config"]["eval_workers"] == 150  # replaced
+    assert run(CONFIG.replace(eval_workers=120), store=store, progress=False).config["eval_workers"] == 150
+
+
+def test_worker_scoring_does_not_change_what_is_trained(toy):
+    plain = run_federated(CONFIG, progress=False, data=toy)
+    scored = run_federated(CONFIG.replace(eval_workers=100), progress=False, data=toy)
+    assert [r["test_loss"] for r in plain.rounds] == [r["test_loss"] for r in scored.rounds]
+
+
+def test_leftover_temporary_files_older_than_a_run_are_removed(tmp_path, toy, trained):
+    store = RunStore(tmp_path)
+    old, live = tmp_path / ".abc.json.x1.tmp", tmp_path / ".def.json.x2.tmp"
+    old.write_text("{")
+    live.write_text("{")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    os.utime(live, (time.time() + 3600, time.time() + 3600))  # as if still being written
+    run(CONFIG, store=store, progress=False)
+    assert not old.exists() and live.exists()
+
+
+def test_a_runs_folder_that_is_a_file_is_refused_before_training(tmp_path, toy, trained):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="runs_dir must be a writable folder") as err:
+        run(CONFIG, store=RunStore(tmp_path / "file" / "runs"), progress=False)
+    assert err.value.param == "runs_dir" and trained == []
+
+
+def test_a_read_only_runs_folder_is_refused_before_training(monkeypatch, tmp_path, toy, trained):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr("tempfile.mkstemp", read_only)
+    with pytest.raises(ConfigError, match="Read-only file system"):
+        run(CONFIG, store=RunStore(tmp_path), progress=False)
+    assert trained == []
