@@ -1,4 +1,5 @@
-"""Command line: ``python -m fedcore run [options]`` trains (or fetches) one run and prints a summary."""
+"""Command line: ``python -m fedcore run [options]`` trains (or fetches) one run and prints a summary;
+``python -m fedcore sweep`` a grid of runs (fedcore.sweep)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from fedcore import sweep
 from fedcore.config import ALLOCATIONS, DATASETS, DEVICES, MODELS, STRATEGIES, ConfigError, RunConfig
 from fedcore.engine import TrainingDiverged
 from fedcore.runner import run
@@ -43,6 +45,8 @@ HELP = {
     "seed": "random seed, integer >= 0",
     "device": f"{', '.join(DEVICES)} (auto = CUDA when present)",
     "threads": "torch threads, integer >= 1 (default: every core)",
+    "processes": "worker processes training one run's workers on CPU, one thread each, integer >= 1 "
+                 "(default: one per core)",
     "data_dir": "data directory (default: $FEDCORE_DATA_DIR, else data/)",
 }
 
@@ -68,12 +72,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", default=None, help="run store folder (default: $FEDCORE_RUNS_DIR, else runs/)")
     r.add_argument("--out", type=Path, default=None, help="also write the result as JSON to this file")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    if args.command == "sweep":
+        return sweep.main(args, p)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)}
     if args.local_steps is not None:
         values["local_epochs"] = None

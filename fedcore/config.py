@@ -31,7 +31,7 @@ STRATEGY_PARAMS: dict[str, tuple[str, ...]] = {
     "fedadam": ("server_lr", "beta1", "beta2", "tau"),
     "scaffold": ("server_lr",),
 }
-EXECUTION_FIELDS = ("device", "threads", "data_dir")  # how to run, not what to run: not in the key
+EXECUTION_FIELDS = ("device", "threads", "processes", "data_dir")  # how to run, not what to run: not in the key
 # The centralized baseline pools all data: how it was allocated and aggregated does not matter.
 FEDERATED_ONLY = ("allocation", "strategy", "eval_workers", "shared_fraction")
 
@@ -77,6 +77,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    processes: int | None = None  # worker processes for one run's local training on CPU (fedcore.parallel)
     data_dir: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -161,6 +162,10 @@ def validate(c: RunConfig) -> None:
     )
     _check(_int(c.seed) and c.seed >= 0, "seed", "an integer >= 0", c.seed)
     _check(c.threads is None or (_int(c.threads) and c.threads >= 1), "threads", "an integer >= 1 or None", c.threads)
+    _check(
+        c.processes is None or (_int(c.processes) and c.processes >= 1),
+        "processes", "an integer >= 1 or None (one per core)", c.processes,
+    )
     from fedcore.allocation import partitioner_for
 
     partitioner_for(c).check(c.workers, NUM_CLASSES)  # the allocation's own parameter
