@@ -35,6 +35,7 @@ test: $(VENV)/installed fashion-mnist
 
 benchmark: $(VENV)/installed
 	$(PY) benchmarks/round_speed.py
+	$(PY) benchmarks/sweep_speed.py
 
 clean:
 	rm -rf _build runs book/notebooks
