@@ -86,17 +86,18 @@ def completed(
             missing.append(i)
         else:
             yield i, stored
-    address = scheduler_address(scheduler)
     if not missing:
         return
-    if address is None and min(processes or os.cpu_count() or 1, len(missing)) <= 1:
+    address = scheduler_address(scheduler)
+    pool_size = min(processes or os.cpu_count() or 1, len(missing))
+    if address is None and pool_size <= 1:
         for i in missing:
             try:
                 yield i, run(*jobs[i], store=store, progress=progress, allow_divergence=True)
             except Exception as err:
                 yield i, err
         return
-    with executor(min(processes or os.cpu_count() or 1, len(missing)), address) as pool:
+    with executor(pool_size, address) as pool:
         futures = {pool.submit(train_one, *jobs[i]): i for i in missing}
         for future in as_completed(futures):
             try:
