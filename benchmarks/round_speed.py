@@ -11,7 +11,10 @@ runs at once, one thread each, as ``run_many`` does for the book.
 
 On a shared two-vCPU machine the two-thread rows are bimodal: whole runs take either ~0.50 s/round or
 ~0.88 s/round (about the one-thread speed), depending on whether the second thread keeps pace; run the
-script twice before reading much into one figure. The one-thread path does not show this.
+script twice before reading much into one figure. The one-thread path does not show this. When other
+sessions keep the cores busy (the kernel shares CPU fairly between sessions, whatever their nice level),
+the two-thread rows collapse to 6-20 s/round while the ``workers`` rows, independent processes that
+never wait for each other within a step, slow down only in proportion to the CPU they get.
 
     python benchmarks/round_speed.py [--rounds 4]
 """

@@ -121,7 +121,8 @@ def run_many(
     local pool or on a Dask cluster, one thread each. The first failure (or, unless ``allow_divergence``,
     divergence) is raised once the run is stored."""
     results: list[RunResult | None] = [None] * len(jobs)
-    with tqdm(total=len(jobs), desc="runs", unit="run", disable=not progress) as bar:
+    # shown after a second only: a call whose runs are all stored (a notebook re-executed) prints no bar
+    with tqdm(total=len(jobs), desc="runs", unit="run", disable=not progress, delay=1.0) as bar:
         for i, outcome in completed(jobs, store, processes, scheduler, progress):
             if isinstance(outcome, Exception):
                 raise outcome
