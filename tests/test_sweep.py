@@ -96,3 +96,11 @@ def test_a_failed_run_is_reported_and_the_rest_go_on(trained, tmp_path, capsys):
 def test_interval_is_students_t_over_seeds():
     assert interval([1.0, 2.0, 3.0]) == pytest.approx(4.303 / 3**0.5)
     assert interval([0.5]) != interval([0.5])  # nan: no interval from one seed
+
+
+def test_an_unreachable_scheduler_stops_the_sweep_with_status_2(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("fedcore.executors.CONNECT_TIMEOUT_S", 1.0)
+    code = main(["sweep", *GRID, "--scheduler", "tcp://127.0.0.1:9", "--out", str(tmp_path / "out"),
+                 "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+    assert code == 2 and "tcp://127.0.0.1:9" in capsys.readouterr().err
+    assert trained.calls == [] and not (tmp_path / "out").exists()
