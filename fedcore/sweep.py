@@ -94,11 +94,9 @@ def _pair(option: str, text: str) -> tuple[str, str]:
 
 def grid_spec(args: argparse.Namespace) -> tuple[dict[str, object], dict[str, list[object]], str]:
     """(fixed settings, swept fields and their values, kind) from the file and the options."""
-    spec = yaml.safe_load(args.file.read_text()) if args.file else {}
-    unknown = set(spec or {}) - {"fixed", "grid", "kind"}
-    if not isinstance(spec, dict) or unknown:
-        raise ConfigError(f"grid file must be a mapping with keys fixed, grid, kind; got {sorted(unknown)}",
-                          param="file")
+    spec = (yaml.safe_load(args.file.read_text()) if args.file else None) or {}
+    if not isinstance(spec, dict) or set(spec) - {"fixed", "grid", "kind"}:
+        raise ConfigError(f"grid file must be a mapping with keys fixed, grid, kind; got {spec!r}", param="file")
     fixed = {f: parse_value(f, v) for f, v in (spec.get("fixed") or {}).items()}
     fixed |= {f: parse_value(f, v) for f, v in (_pair("--set", t) for t in args.set)}
     grid = {f: expand(f, v) for f, v in (spec.get("grid") or {}).items()}
