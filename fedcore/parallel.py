@@ -16,6 +16,7 @@ import atexit
 import multiprocessing
 import os
 import pickle
+import signal
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -53,9 +54,10 @@ def assign(costs: list[int], processes: int) -> list[list[int]]:
 
 
 def _serve(conn: Connection) -> None:
-    """A worker process: a ``setup`` message per run, then ``round`` messages; one reply to each."""
+    """A worker process: a ``setup`` message per run, then ``round`` messages; one reply to each; None ends it."""
     from fedcore.engine import configure_torch, train_local
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's: it closes the pool
     configure_torch(1)
     state: tuple = ()
     while True:
@@ -150,16 +152,18 @@ class WorkerPool:
         try:
             return exchange()
         except BaseException:
-            self.close()
+            self.close(wait=False)
             raise
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Stop the processes: asked to finish (``wait``, a few seconds at most), else terminated."""
         for conn, proc in zip(self.conns, self.procs, strict=True):
-            try:
-                conn.send(None)
-            except OSError:
-                pass
-            proc.join(timeout=2)
+            if wait:
+                try:
+                    conn.send(None)
+                except OSError:
+                    pass
+                proc.join(timeout=2)
             if proc.is_alive():
                 proc.terminate()
             conn.close()
