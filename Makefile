@@ -9,7 +9,7 @@ export FEDCORE_DATA_DIR ?= $(CURDIR)/data
 $(VENV)/installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[book,test]"
+	$(PY) -m pip install --quiet -e ".[book,cluster,test]"
 	$(PY) -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
@@ -35,6 +35,7 @@ test: $(VENV)/installed fashion-mnist
 
 benchmark: $(VENV)/installed
 	$(PY) benchmarks/round_speed.py
+	$(PY) benchmarks/sweep_speed.py
 
 clean:
 	rm -rf _build runs book/notebooks

@@ -1,5 +1,6 @@
 """Command line: ``python -m fedcore run [options]`` trains (or fetches) one run and prints a summary;
-``python -m fedcore notebook IN OUT -p NAME VALUE`` executes a notebook after checking its parameters.
+``python -m fedcore sweep`` trains a grid of runs (fedcore.sweep); ``python -m fedcore notebook IN OUT -p NAME
+VALUE`` executes a notebook after checking its parameters.
 
 A user error exits 2 with one line naming the option and its allowed range, before any work; Ctrl-C
 exits 130; a run that diverged exits 1.
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from fedcore import notebook
+from fedcore import notebook, sweep
 from fedcore.config import ALLOCATIONS, DATASETS, DEVICES, MODELS, STRATEGIES, ConfigError, RunConfig
 from fedcore.engine import TrainingDiverged
 from fedcore.experiments import STANDARD
@@ -55,6 +56,8 @@ HELP = {
     "seed": "random seed, integer >= 0",
     "device": f"{', '.join(DEVICES)} (auto = CUDA when present)",
     "threads": "torch threads on CPU, integer >= 1; part of the run key, as the count changes the last bits",
+    "processes": "worker processes training one run's workers on CPU, one thread each, integer >= 1 "
+                 "(default: one per core)",
     "data_dir": "data directory (default: $FEDCORE_DATA_DIR, else data/)",
 }
 
@@ -99,6 +102,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=None, help="also write the result as JSON to this file")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     notebook.add_parser(sub)
+    sweep.add_parser(sub)
     return p
 
 
@@ -150,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "notebook":
             return notebook.main(args)
+        if args.command == "sweep":
+            return sweep.main(args)
         return run_command(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -33,8 +33,9 @@ STRATEGY_PARAMS: dict[str, tuple[str, ...]] = {
     "scaffold": ("server_lr",),
 }
 # How to run, not what to run: not in the key as such. The device and thread count enter it through
-# version.backend (the CUDA device's name, else the thread count), since they change the last bits.
-EXECUTION_FIELDS = ("device", "threads", "data_dir")
+# version.backend (the CUDA device's name, else the thread count), since they change the last bits;
+# worker processes (one thread each) give the same bits as the sequential path.
+EXECUTION_FIELDS = ("device", "threads", "processes", "data_dir")
 # Recorded, not trained (worker scoring): not in the key; a stored run with more satisfies a request for less.
 DETAIL_FIELDS = ("eval_workers",)
 # The centralized baseline pools all data: how it was allocated and aggregated does not matter.
@@ -82,6 +83,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 1
+    processes: int | None = None  # worker processes for one run's local training on CPU (fedcore.parallel)
     data_dir: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -169,6 +171,10 @@ def validate(c: RunConfig) -> None:
     )
     _check(_int(c.seed) and c.seed >= 0, "seed", "an integer >= 0", c.seed)
     _check(_int(c.threads) and c.threads >= 1, "threads", "an integer >= 1", c.threads)
+    _check(
+        c.processes is None or (_int(c.processes) and c.processes >= 1),
+        "processes", "an integer >= 1 or None (one per core)", c.processes,
+    )
     from fedcore.allocation import partitioner_for
 
     partitioner_for(c).check(c.workers, NUM_CLASSES)  # the allocation's own parameter

@@ -9,19 +9,21 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from fedcore import data as datasets
+from fedcore import parallel
 from fedcore.allocation import Allocation, partitioner_for
 from fedcore.config import ConfigError, RunConfig
 from fedcore.metrics import confusion, evaluate, update_geometry
 from fedcore.models import build
 from fedcore.results import RunResult
 from fedcore.strategies import Update, strategy_for
-from fedcore.training import SGD, FlatModel, batch_stream, steps_for, train
+from fedcore.training import SGD, Correction, FlatModel, batch_stream, steps_for, train
 
 
 class TrainingDiverged(RuntimeError):
@@ -103,6 +105,35 @@ def _finish(result: RunResult, model: FlatModel, data: datasets.Dataset) -> RunR
 
 
 Probe = Callable[[int, torch.Tensor, list[Update]], None]
+Shard = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """One worker's round of local training: its update, the samples it saw and, with ``eval_workers``,
+    its local model's test figures."""
+
+    update: Update
+    seen: int
+    score: dict[str, object]
+
+
+def train_local(
+    model: FlatModel, shard: Shard, test: Shard, config: RunConfig, rnd: int, lr: float,
+    global_params: torch.Tensor, worker: int, correction: Correction | None,
+) -> Trained:
+    """Worker ``worker``'s local training in round ``rnd`` from the global parameters, with fresh optimizer
+    state; the same function in the main process and in worker processes (see fedcore.parallel)."""
+    x, y = shard
+    model.load(global_params)
+    steps = steps_for(len(y), config.batch_size, config.local_epochs, config.local_steps)
+    batches = batch_stream(x, y, config.batch_size, generator(config.seed, rnd, worker))
+    seen = train(model, SGD(lr, config.momentum, config.weight_decay), batches, steps, correction)
+    score: dict[str, object] = {}
+    if config.eval_workers:
+        ev = evaluate(model.module, *test)
+        score = {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "predicted": ev.predicted}
+    return Trained(Update(worker, model.params.clone(), len(y), steps, lr), seen, score)
 
 
 def run_federated(
@@ -124,28 +155,22 @@ def run_federated(
                        allocation=alloc.counts.tolist())
     global_params = model.params.clone()
     _record(result, model, data, 0, config.lr, 0, 0.0)
+    test = (data.test_x[: config.eval_workers], data.test_y[: config.eval_workers])
+    train_round = parallel.local_training(config, device, model, shards, test)
     samples = 0
     bar = _progress(config, "federated", progress)
     for rnd in bar:
         start = time.perf_counter()
         lr = config.lr * config.lr_decay ** (rnd - 1)
         chosen = sorted(torch.randperm(config.workers, generator=choose)[:per_round].tolist())
-        updates, scores = [], []
-        for k in chosen:
-            x, y = shards[k]
-            model.load(global_params)
-            steps = steps_for(len(y), config.batch_size, config.local_epochs, config.local_steps)
-            batches = batch_stream(x, y, config.batch_size, generator(config.seed, rnd, k))
-            samples += train(model, SGD(lr, config.momentum, config.weight_decay), batches, steps,
-                             strategy.correction(k, global_params))
-            updates.append(Update(k, model.params.clone(), len(y), steps, lr))
-            if config.eval_workers:
-                ev = evaluate(model.module, data.test_x[: config.eval_workers], data.test_y[: config.eval_workers])
-                scores.append({"test_accuracy": ev.accuracy, "test_loss": ev.loss, "predicted": ev.predicted})
+        trained = train_round(rnd, lr, global_params, [(k, strategy.correction(k, global_params)) for k in chosen])
+        updates = [t.update for t in trained]
+        samples += sum(t.seen for t in trained)
         geometry = update_geometry(global_params, [u.params for u in updates], model.output_slice,
                                    model.output_bias_slice)
-        for u, moves, score in zip(updates, geometry, scores or [{}] * len(updates), strict=True):
-            result.workers.append({"round": rnd, "worker": u.worker, "num_samples": u.num_samples, **moves, **score})
+        for t, moves in zip(trained, geometry, strict=True):
+            u = t.update
+            result.workers.append({"round": rnd, "worker": u.worker, "num_samples": u.num_samples, **moves, **t.score})
         global_params = strategy.aggregate(global_params, updates)
         if probe is not None:
             probe(rnd, global_params, updates)

@@ -1,12 +1,13 @@
-"""Runs through the store: a stored run comes back at once; missing ones train, several at a time across the cores."""
+"""Runs through the store: a stored run comes back at once; missing ones train, several at a time across the
+cores or a Dask cluster (fedcore.executors)."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterator, Sequence
+from concurrent.futures import as_completed
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -20,6 +21,7 @@ from fedcore.engine import (
     run_divergence,
     run_federated,
 )
+from fedcore.executors import executor, scheduler_address
 from fedcore.results import RunResult
 from fedcore.store import RunStore
 
@@ -73,8 +75,79 @@ def check(config: RunConfig, kind: str, store: RunStore) -> None:
         allocate(config, data.train_y)
 
 
-def _run_in_pool(config: RunConfig, kind: str, root: str, allow_divergence: bool) -> RunResult:
-    return run(config, kind, RunStore(root), progress=False, allow_divergence=allow_divergence)
+class _Nowhere(RunStore):
+    """A store that holds and keeps nothing: on a pool or cluster worker, results go back to the client."""
+
+    def get(self, *args: object, **kwargs: object) -> None:
+        return None
+
+    def put(self, result: RunResult, *args: object, **kwargs: object) -> Path:
+        return self.path(result.key)
+
+    def check_writable(self) -> None:
+        return None
+
+    def remove_stale_temporaries(self, before: float) -> list[Path]:
+        return []
+
+
+def train_one(config: RunConfig, kind: str) -> RunResult:
+    """One run as a pool or cluster task: its configured threads (one by default), no worker processes of its
+    own (no oversubscription), nothing written; the result comes back, diverged or not."""
+    return run(config.replace(processes=1), kind, _Nowhere(), progress=False, allow_divergence=True)
+
+
+Outcome = RunResult | Exception
+
+
+def completed(
+    jobs: Sequence[tuple[RunConfig, str]],
+    store: RunStore | None = None,
+    processes: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> Iterator[tuple[int, Outcome]]:
+    """(index, result or the exception it raised) for each (config, kind) job: stored runs at once, then the
+    missing ones as they finish, each written to ``store`` as it comes back (an interrupted call loses
+    only the runs in flight). Diverged runs come back as results (``result.diverged`` says why).
+
+    Where they train: on the Dask cluster at ``scheduler`` (default $FEDCORE_SCHEDULER), else in a local
+    spawn pool of ``processes`` (default one per core), one thread each; a single missing run trains here,
+    across its own worker processes (fedcore.parallel), with ``progress`` bars. Before any training, the
+    store must be writable and (locally) ``check`` passes for every missing run, else ConfigError."""
+    store = store or RunStore()
+    missing = []
+    for i, (config, kind) in enumerate(jobs):
+        stored = store.get(config, kind)
+        if stored is None:
+            missing.append(i)
+        else:
+            yield i, stored
+    if not missing:
+        return
+    address = scheduler_address(scheduler)
+    store.check_writable()
+    if address is None:  # a cluster's workers hold the data; here, check each run before any trains
+        for i in missing:
+            check(*jobs[i], store)
+    pool_size = min(processes or os.cpu_count() or 1, len(missing))
+    if address is None and pool_size <= 1:
+        for i in missing:
+            try:
+                yield i, run(*jobs[i], store=store, progress=progress, allow_divergence=True)
+            except Exception as err:
+                yield i, err
+        return
+    with executor(pool_size, address) as pool:
+        futures = {pool.submit(train_one, *jobs[i]): i for i in missing}
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except Exception as err:
+                yield futures[future], err
+                continue
+            store.put(result)
+            yield futures[future], result
 
 
 def run_many(
@@ -83,19 +156,19 @@ def run_many(
     processes: int | None = None,
     progress: bool = True,
     allow_divergence: bool = False,
+    scheduler: str | None = None,
 ) -> list[RunResult]:
-    """Results of several (config, kind) pairs, in order; missing runs train in parallel, one thread each."""
-    store = store or RunStore()
-    results: list[RunResult | None] = [store.get(c, k) for c, k in jobs]
-    missing = [i for i, r in enumerate(results) if r is None]
-    processes = min(processes or os.cpu_count() or 1, len(missing))
-    if processes <= 1:
-        for i in tqdm(missing, desc="runs", unit="run", disable=not progress or not missing):
-            results[i] = run(*jobs[i], store=store, progress=progress, allow_divergence=allow_divergence)
-        return results
-    context = multiprocessing.get_context("spawn")  # fork is unsafe once torch's thread pools exist
-    with ProcessPoolExecutor(processes, mp_context=context) as pool:
-        futures = {pool.submit(_run_in_pool, *jobs[i], str(store.root), allow_divergence): i for i in missing}
-        for future in tqdm(as_completed(futures), total=len(futures), desc="runs", unit="run", disable=not progress):
-            results[futures[future]] = future.result()
+    """Results of several (config, kind) pairs, in order; missing runs train as in ``completed``: in a
+    local pool or on a Dask cluster, one thread each. The first failure (or, unless ``allow_divergence``,
+    divergence) is raised once the run is stored."""
+    results: list[RunResult | None] = [None] * len(jobs)
+    # shown after a second only: a call whose runs are all stored (a notebook re-executed) prints no bar
+    with tqdm(total=len(jobs), desc="runs", unit="run", disable=not progress, delay=1.0) as bar:
+        for i, outcome in completed(jobs, store, processes, scheduler, progress):
+            if isinstance(outcome, Exception):
+                raise outcome
+            if outcome.diverged and not allow_divergence:
+                raise TrainingDiverged(outcome.diverged, outcome)
+            results[i] = outcome
+            bar.update()
     return results

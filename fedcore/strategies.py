@@ -46,6 +46,27 @@ def average_delta(
     return average, average - global_params
 
 
+@dataclass(frozen=True)
+class Proximal:
+    """FedProx's gradient term ``mu * (w - anchor)``: a plain object, so it can be sent to a worker process."""
+
+    mu: float
+    anchor: torch.Tensor
+
+    def __call__(self, grad: torch.Tensor, params: torch.Tensor) -> None:
+        grad.add_(params, alpha=self.mu).sub_(self.anchor, alpha=self.mu)
+
+
+@dataclass(frozen=True)
+class Shift:
+    """SCAFFOLD's gradient correction: a constant vector added to every local gradient."""
+
+    shift: torch.Tensor
+
+    def __call__(self, grad: torch.Tensor, params: torch.Tensor) -> None:
+        grad.add_(self.shift)
+
+
 def moved(average: torch.Tensor, delta: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     """``global + step``, computed from the average so that ``step == delta`` gives the average bit for bit."""
     return average + (step - delta)
@@ -104,10 +125,7 @@ class FedProx(Strategy):
     mu: float
 
     def correction(self, worker: int, global_params: torch.Tensor) -> Correction:
-        def proximal(grad: torch.Tensor, params: torch.Tensor) -> None:
-            grad.add_(params, alpha=self.mu).sub_(global_params, alpha=self.mu)  # + mu * (w - w_global)
-
-        return proximal
+        return Proximal(self.mu, global_params)  # + mu * (w - w_global)
 
     def aggregate(self, global_params: torch.Tensor, updates: list[Update]) -> torch.Tensor:
         return weighted_average(updates)
@@ -163,12 +181,7 @@ class Scaffold(Strategy):
 
     def correction(self, worker: int, global_params: torch.Tensor) -> Correction:
         c, c_i = self._variates(worker, global_params)
-        shift = c - c_i
-
-        def corrected(grad: torch.Tensor, params: torch.Tensor) -> None:
-            grad.add_(shift)
-
-        return corrected
+        return Shift(c - c_i)
 
     def aggregate(self, global_params: torch.Tensor, updates: list[Update]) -> torch.Tensor:
         change = torch.zeros_like(global_params)  # sum over participants of c_i_new - c_i

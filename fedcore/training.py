@@ -28,6 +28,7 @@ class FlatModel:
 
     def __init__(self, module: nn.Sequential, num_classes: int = 10) -> None:
         self.module = module
+        self.num_classes = num_classes
         params = list(module.parameters())
         device = params[0].device
         self.params = torch.cat([p.detach().flatten() for p in params])

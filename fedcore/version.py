@@ -29,6 +29,7 @@ RESULT_SOURCES = (
     "data.py",
     "config.py",
     "version.py",
+    "parallel.py",
 )
 
 

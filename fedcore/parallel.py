@@ -1,0 +1,207 @@
+"""One run's workers across the cores: each round's local training in worker processes, one thread each.
+
+The workers of a round are independent. The main process keeps the global model, the strategy and the
+evaluation; each round it sends the global parameters (about 0.8 MB for the 2NN) and any strategy
+correction to the processes, which train their share of the chosen workers with the very function of
+the sequential path (``engine.train_local``) and send the updated parameters back. The shards reach the
+processes once per run, in shared memory. With ``threads=1`` the history is bitwise that of the
+sequential path, which stays for CUDA and for runs inside a pool or on a cluster (no oversubscription).
+
+The processes are started once (spawn, a second or two each) and kept for later runs of the same size.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import pickle
+import signal
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+import torch
+
+from fedcore.config import RunConfig
+from fedcore.models import build
+from fedcore.training import Correction, FlatModel, steps_for
+
+if TYPE_CHECKING:
+    from fedcore.engine import Shard, Trained
+
+Task = tuple[int, Correction | None]  # (worker, its gradient correction)
+RoundFn = Callable[[int, float, torch.Tensor, list[Task]], list["Trained"]]
+
+
+def worker_processes(config: RunConfig, device: torch.device, per_round: int) -> int:
+    """Processes for one run's local training: ``config.processes`` (default one per core), at most one
+    per worker of a round; 1 on CUDA and inside a daemonic process (which may not start children)."""
+    if device.type != "cpu" or multiprocessing.current_process().daemon:
+        return 1
+    return max(1, min(config.processes or os.cpu_count() or 1, per_round))
+
+
+def assign(costs: list[int], processes: int) -> list[list[int]]:
+    """Task indices per process: the largest task first, each to the least loaded process (deterministic)."""
+    loads, out = [0] * processes, [[] for _ in range(processes)]
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        j = min(range(processes), key=loads.__getitem__)
+        out[j].append(i)
+        loads[j] += costs[i]
+    return out
+
+
+def _serve(conn: Connection) -> None:
+    """A worker process: a ``setup`` message per run, then ``round`` messages; one reply to each; None ends it."""
+    from fedcore.engine import configure_torch, train_local
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's: it closes the pool
+    configure_torch(1)
+    state: tuple = ()
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the main process is gone
+            return
+        if message is None:
+            return
+        try:
+            if message[0] == "setup":
+                _, config, shards, test, num_classes = message
+                state = (FlatModel(build(config.model, num_classes), num_classes), shards, test, config)
+                reply: object = None
+            else:
+                _, rnd, lr, global_params, tasks = message
+                model, shards, test, config = state
+                reply = [train_local(model, shards[k], test, config, rnd, lr, global_params, k, c) for k, c in tasks]
+            conn.send_bytes(pickle.dumps(("ok", reply)))
+        except Exception:
+            conn.send_bytes(pickle.dumps(("error", traceback.format_exc())))
+
+
+class WorkerPool:
+    """``size`` spawned processes, each on its own pipe."""
+
+    def __init__(self, size: int) -> None:
+        context = multiprocessing.get_context("spawn")  # fork is unsafe once torch's thread pools exist
+        self.size = size
+        self.conns: list[Connection] = []
+        self.procs = []
+        for _ in range(size):
+            parent, child = context.Pipe()
+            proc = context.Process(target=_serve, args=(child,), daemon=True, name="fedcore-worker")
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def alive(self) -> bool:
+        return all(p.is_alive() for p in self.procs)
+
+    def _replies(self, conns: list[Connection]) -> list[object]:
+        out = []
+        for conn in conns:
+            try:
+                status, reply = pickle.loads(conn.recv_bytes())
+            except (EOFError, OSError) as err:
+                raise RuntimeError("a fedcore worker process died (killed, or out of memory)") from err
+            if status == "error":
+                raise RuntimeError(f"local training failed in a worker process:\n{reply}")
+            out.append(reply)
+        return out
+
+    def setup(self, config: RunConfig, shards: list[Shard], test: Shard, num_classes: int) -> None:
+        """Send a run's settings and shards (moved to shared memory, so each process maps them, no copy)."""
+        for x, y in [*shards, test]:
+            x.share_memory_()
+            y.share_memory_()
+
+        def exchange() -> list[object]:
+            for conn in self.conns:
+                conn.send(("setup", config, shards, test, num_classes))  # multiprocessing's pickler: shared memory
+            return self._replies(self.conns)
+
+        self._guarded(exchange)
+
+    def train_round(
+        self, config: RunConfig, shards: list[Shard], rnd: int, lr: float, global_params: torch.Tensor,
+        tasks: list[Task],
+    ) -> list[Trained]:
+        """The chosen workers' local training, balanced over the processes by samples; results in task order."""
+        batch = config.batch_size
+        costs = [steps_for(len(shards[k][1]), batch, config.local_epochs, config.local_steps)
+                 * (len(shards[k][1]) if batch is None else batch) for k, _ in tasks]
+        parts = [p for p in assign(costs, self.size) if p]
+        conns = self.conns[: len(parts)]
+
+        def exchange() -> list[object]:
+            for conn, part in zip(conns, parts, strict=True):
+                conn.send_bytes(pickle.dumps(("round", rnd, lr, global_params, [tasks[i] for i in part])))
+            return self._replies(conns)
+
+        out: list[Trained | None] = [None] * len(tasks)
+        for part, trained in zip(parts, self._guarded(exchange), strict=True):
+            for i, t in zip(part, trained, strict=True):
+                out[i] = t
+        return out
+
+    def _guarded(self, exchange: Callable[[], list[object]]) -> list[object]:
+        """Run one exchange; if it does not finish (error, interrupt), the pool is closed: no stale replies."""
+        try:
+            return exchange()
+        except BaseException:
+            self.close(wait=False)
+            raise
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the processes: asked to finish (``wait``, a few seconds at most), else terminated."""
+        for conn, proc in zip(self.conns, self.procs, strict=True):
+            if wait:
+                try:
+                    conn.send(None)
+                except OSError:
+                    pass
+                proc.join(timeout=2)
+            if proc.is_alive():
+                proc.terminate()
+            conn.close()
+        self.conns, self.procs = [], []
+
+
+_POOLS: dict[int, WorkerPool] = {}
+
+
+def shared_pool(size: int) -> WorkerPool:
+    """The process-wide pool of ``size`` processes (started on first use; a pool of another size is closed)."""
+    pool = _POOLS.get(size)
+    if pool is None or not pool.procs or not pool.alive():
+        close_pools()
+        pool = _POOLS[size] = WorkerPool(size)
+    return pool
+
+
+@atexit.register
+def close_pools() -> None:
+    """Stop the shared pool's processes."""
+    while _POOLS:
+        _POOLS.popitem()[1].close()
+
+
+def local_training(
+    config: RunConfig, device: torch.device, model: FlatModel, shards: list[Shard], test: Shard
+) -> RoundFn:
+    """The function that trains a round's chosen workers: in this process, or across worker processes."""
+    from fedcore.engine import train_local
+
+    per_round = max(1, round(config.participation * config.workers))
+    processes = worker_processes(config, device, per_round)
+    if processes <= 1:
+        return lambda rnd, lr, global_params, tasks: [
+            train_local(model, shards[k], test, config, rnd, lr, global_params, k, c) for k, c in tasks
+        ]
+    pool = shared_pool(processes)
+    test = (test[0].clone(), test[1].clone())  # a copy: the cached dataset's own tensors stay where they are
+    pool.setup(config, shards, test, model.num_classes)
+    return lambda rnd, lr, global_params, tasks: pool.train_round(config, shards, rnd, lr, global_params, tasks)
