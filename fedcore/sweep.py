@@ -206,6 +206,8 @@ def main(args: argparse.Namespace) -> int:
     except SchedulerError as err:
         print(f"sweep: {err}", file=sys.stderr)
         return 2
+    except ConfigError as err:  # a run that would fail (data, device, empty workers), found before any trains
+        args.command_parser.error(str(err))
     finally:
         bar.close()
     swept = list(grid)

@@ -103,3 +103,11 @@ def test_an_unreachable_scheduler_stops_the_sweep_with_status_2(trained, tmp_pat
                  "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
     assert code == 2 and "tcp://127.0.0.1:9" in capsys.readouterr().err
     assert trained.calls == [] and not list((tmp_path / "out").glob("*"))  # checked writable, nothing written
+
+
+def test_a_grid_leaving_workers_empty_exits_2_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--grid", "workers=10,100000", "--set", "rounds=1", "--out", str(tmp_path / "out"),
+              "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "workers" in capsys.readouterr().err and not list((tmp_path / "runs").glob("*.json"))
