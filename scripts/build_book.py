@@ -82,9 +82,10 @@ def glued_figures(book: nbformat.NotebookNode) -> dict[str, bytes]:
     found = {}
     for cell in book.cells:
         for output in cell.get("outputs", []):
-            key = output.get("metadata", {}).get("scrapbook", {}).get("name")
-            if key and "image/png" in output.get("data", {}):
-                found[key] = base64.b64decode(output["data"]["image/png"])
+            record = output.get("metadata", {}).get("scrapbook", {})
+            png = output.get("data", {}).get(record.get("mime_prefix", "") + "image/png")
+            if record.get("name") and png:
+                found[record["name"]] = base64.b64decode(png)
     return found
 
 

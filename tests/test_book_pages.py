@@ -29,8 +29,10 @@ offline_pages = load(ROOT / "book" / "_ext" / "offline_pages.py")
 
 
 def glued(key: str, data: dict[str, str]) -> nbformat.NotebookNode:
-    """A display output as myst_nb.glue writes it (hidden from the page, named in its metadata)."""
-    return new_output("display_data", data=data, metadata={"scrapbook": {"name": key, "mime_prefix": ""}})
+    """A display output as myst_nb.glue writes it under papermill (hidden from the page by a mime prefix)."""
+    prefix = "application/papermill.record/"
+    return new_output("display_data", data={prefix + mime: value for mime, value in data.items()},
+                      metadata={"scrapbook": {"name": key, "mime_prefix": prefix}})
 
 
 def executed(tmp_path: Path) -> Path:
