@@ -174,8 +174,7 @@ function workers(lv) {
     s += line(wk.rounds, acc, x, y, `stroke="${D.worker_colors[k]}" stroke-width="1"`);
   });
   s += line(wk.averaged_rounds, wk.averaged, x, y, `stroke="${D.central_color}" stroke-width="2.5"`);
-  const end = y(wk.averaged[wk.averaged.length - 1]) - 6;
-  return s + `<text x="${W - R - 4}" y="${end}" text-anchor="end">averaged model</text>`;
+  return s + `<text x="${L + 6}" y="${T + 12}">black: the averaged model; colours: the workers</text>`;
 }
 function draw() {
   const lv = D.levels[+slider.value];
