@@ -89,7 +89,9 @@ def explorer_html(data: Mapping[str, object], start: float | None = None) -> str
 
 
 _CSS = """
-.tw-explorer label{font-weight:600;display:block;margin:.5em 0}
+.output:has(> .tw-explorer){overflow:visible !important}
+.tw-explorer label{font-weight:600;display:block;margin:0;padding:.5em 0;position:sticky;z-index:1;
+  top:var(--pst-header-article-height,0px);background:var(--pst-color-background,#fff)}
 .tw-explorer input{width:60%;vertical-align:middle}
 .tw-explorer .tw-grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(340px,1fr));gap:.5em}
 .tw-explorer figure{margin:0}
