@@ -24,10 +24,12 @@ fashion-mnist:
 		for f in $(FASHION)/*-ubyte.gz; do gunzip -c $$f > data/FashionMNIST/raw/$$(basename $$f .gz); done; \
 	fi
 
-# Every page of the built book in headless Chromium (Debian's chromium and chromium-driver).
+# Every page of the built book in headless Chromium (Debian's chromium and chromium-driver): fails on a
+# console error or a request to another host on any page, and moves the explorer's slider.
 FIGURE_PAGES := intro setup uniform mild-bias heavy-bias full-bias comparison why fixes generality
 check-book: $(VENV)/installed
-	$(PY) scripts/check_book.py _build/html --screenshots _build/screenshots --expect-figures $(addprefix book/,$(FIGURE_PAGES))
+	$(PY) scripts/check_book.py _build/html --screenshots _build/screenshots \
+		--expect-figures $(addprefix book/,$(FIGURE_PAGES)) --expect-explorer book/notebooks/explorer
 
 test: $(VENV)/installed fashion-mnist
 	$(PY) -m ruff check .

@@ -2,7 +2,10 @@
 
 An execution is skipped when its output already holds the same fingerprint (notebook, parameters and
 fedcore's sources); a ``summary`` entry re-runs whenever any other does. A failing notebook stops the
-build, naming the notebook and the cell. Seconds per notebook and in total are printed at the end.
+build, naming the notebook and the cell. Each executed notebook then gets its manifest ``title`` as its
+page title, and the figures it glued are written beside the book as
+``book/notebooks/figures/<output>/<key>.png`` for the chapters' numbered ``{figure}`` directives.
+Seconds per notebook and in total are printed at the end.
 
     python scripts/build_book.py            # notebooks, then jupyter-book build with warnings as errors
     python scripts/build_book.py --force    # re-execute every notebook
@@ -11,6 +14,7 @@ build, naming the notebook and the cell. Seconds per notebook and in total are p
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import shutil
@@ -29,6 +33,7 @@ from fedcore.config import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "book" / "manifest.yml"
 OUTPUT_DIR = ROOT / "book" / "notebooks"
+FIGURES_DIR = OUTPUT_DIR / "figures"
 
 
 def load_manifest(path: Path = MANIFEST) -> list[dict]:
@@ -85,6 +90,50 @@ def execute(entry: dict, print_: str, output: Path) -> float:
     return time.perf_counter() - start
 
 
+def glued_figures(book: nbformat.NotebookNode) -> dict[str, bytes]:
+    """The PNG images a notebook glued (``myst_nb.glue(key, fig)``), by glue key."""
+    found = {}
+    for cell in book.cells:
+        for output in cell.get("outputs", []):
+            record = output.get("metadata", {}).get("scrapbook", {})
+            png = output.get("data", {}).get(record.get("mime_prefix", "") + "image/png")
+            if record.get("name") and png:
+                found[record["name"]] = base64.b64decode(png)
+    return found
+
+
+def retitled(book: nbformat.NotebookNode, title: str) -> bool:
+    """Make ``title`` the heading of the notebook's first cell (its page title); whether anything changed."""
+    first = book.cells[0] if book.cells else None
+    if first is None or first.cell_type != "markdown" or not first.source.startswith("# "):
+        raise ValueError("the notebook's first cell must be a markdown cell starting with a '# ' heading")
+    source = "\n".join([f"# {title}", *first.source.splitlines()[1:]])
+    changed, first.source = source != first.source, source
+    return changed
+
+
+def replace_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all, leaving an identical file untouched."""
+    if path.exists() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+def publish_page(entry: dict, output: Path, figures: Path = FIGURES_DIR) -> list[str]:
+    """Title the executed notebook ``output`` as its manifest entry says and write its glued figures into
+    ``figures/<output name>/<key>.png``; the keys written."""
+    book = nbformat.read(output, as_version=4)
+    if retitled(book, entry["title"]):
+        replace_bytes(output, nbformat.writes(book).encode())
+    images = glued_figures(book)
+    for key, png in images.items():
+        replace_bytes(figures / entry["output"] / f"{key}.png", png)
+    return sorted(images)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="re-execute every notebook")
@@ -104,6 +153,8 @@ def main() -> None:
             continue
         print(f"executing {entry['notebook']} -> {output.relative_to(ROOT)} {entry['parameters']}", flush=True)
         times.append((entry["output"], f"{execute(entry, print_, output):.1f} s"))
+    for entry in entries:
+        publish_page(entry, OUTPUT_DIR / f"{entry['output']}.ipynb")
     notebooks = time.perf_counter() - start
     failed = False
     if not args.no_book:

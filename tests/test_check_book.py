@@ -153,3 +153,39 @@ def test_bad_usage_exits_2(tmp_path: Path, folder: str) -> None:
     proc = run_script(tmp_path / folder)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "no content pages" in proc.stderr
+
+
+def test_console_errors_and_outside_requests_fail(tmp_path: Path) -> None:
+    pages = {
+        "good.html": FIGURE,
+        "redeclared.html": FIGURE + "<script>const URL_ = 1;</script><script>const URL_ = 2;</script>",
+        "cdn.html": FIGURE + '<script src="https://cdn.example.invalid/lib.js"></script>',
+    }
+    proc = run_checker(make_site(tmp_path / "html", pages), "good")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert statuses(proc.stdout) == {"good.html": "OK", "redeclared.html": "FAIL", "cdn.html": "FAIL"}
+    lines = {line.split()[1]: line for line in proc.stdout.splitlines()[:-1]}
+    assert "console error" in lines["redeclared.html"] and "already been declared" in lines["redeclared.html"]
+    assert "request to an outside host: https://cdn.example.invalid/lib.js" in lines["cdn.html"]
+
+
+def test_explorer_slider_must_change_every_plot(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_explorer import sample
+
+    from fedcore import explorer
+
+    page = explorer.explorer_html(explorer.explorer_data(*sample()))
+    frozen = page.replace("slider.addEventListener('input', draw);", "")
+    assert frozen != page
+    braces = {ord("{"): "{{", ord("}"): "}}"}  # make_site formats each body
+    pages = {"explorer.html": page.translate(braces), "frozen.html": frozen.translate(braces), "plain.html": FIGURE}
+    make_site(tmp_path / "html", pages)
+    proc = run_script(tmp_path / "html", "--screenshots", tmp_path / "shots",
+                      "--expect-explorer", "explorer", "frozen", "plain")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert statuses(proc.stdout) == {"explorer.html": "OK", "frozen.html": "FAIL", "plain.html": "FAIL"}
+    lines = {line.split()[1]: line for line in proc.stdout.splitlines()[:-1]}
+    assert "explorer_positions=3" in lines["explorer.html"]
+    assert "explorer plot(s) [1, 2, 3, 4] unchanged from slider 0 to 1" in lines["frozen.html"]
+    assert "no explorer in page" in lines["plain.html"]
