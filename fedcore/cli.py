@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import NoReturn
 
 from fedcore import notebook, sweep
-from fedcore.config import ALLOCATIONS, DATASETS, DEVICES, MODELS, STRATEGIES, ConfigError, RunConfig
+from fedcore.config import (
+    ALLOCATIONS,
+    DATASETS,
+    DEVICES,
+    MODELS,
+    STRATEGIES,
+    ConfigError,
+    RunConfig,
+    with_local_work,
+)
 from fedcore.engine import TrainingDiverged
 from fedcore.experiments import STANDARD
 from fedcore.runner import check, run
@@ -116,14 +125,7 @@ def option_error(err: ConfigError) -> str:
 def config_from(args: argparse.Namespace) -> RunConfig:
     """The run the options ask for: the defaults (or STANDARD with --standard) with the options given."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
-    if "local_epochs" in given and "local_steps" in given:
-        raise ConfigError("local_epochs/local_steps are exclusive: give one of the two; got "
-                          f"{given['local_epochs']} and {given['local_steps']}", param="local_epochs/local_steps")
-    if "local_steps" in given:
-        given["local_epochs"] = None
-    elif "local_epochs" in given:
-        given["local_steps"] = None
-    return (STANDARD if args.standard else RunConfig()).replace(**given)
+    return (STANDARD if args.standard else RunConfig()).replace(**with_local_work(given))
 
 
 def run_command(args: argparse.Namespace) -> int:

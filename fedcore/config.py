@@ -50,6 +50,16 @@ class ConfigError(ValueError):
         self.param = param or message.split(" ", 1)[0]
 
 
+def with_local_work(given: dict[str, object]) -> dict[str, object]:
+    """Settings in which naming local_steps unsets the default local_epochs and vice versa (the two are
+    exclusive); naming both is a ConfigError."""
+    if "local_epochs" in given and "local_steps" in given:
+        raise ConfigError("local_epochs/local_steps are exclusive: give one of the two; got "
+                          f"{given['local_epochs']} and {given['local_steps']}", param="local_epochs/local_steps")
+    other = {"local_steps": "local_epochs", "local_epochs": "local_steps"}
+    return {**given, **{other[k]: None for k in other if k in given}}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One federated (or centralized) training run."""
@@ -88,6 +98,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+
+    @property
+    def per_round(self) -> int:
+        """Workers chosen to take part in each round (at least one)."""
+        return max(1, round(self.participation * self.workers))
 
     def replace(self, **changes: object) -> RunConfig:
         """A copy with some fields changed (validated again)."""

@@ -150,7 +150,6 @@ def run_federated(
     shards = [(data.train_x[i.to(device)], data.train_y[i.to(device)]) for i in worker_idx]
     strategy = strategy_for(config)
     choose = generator(config.seed, 2)
-    per_round = max(1, round(config.participation * config.workers))
     result = RunResult("federated", config.key("federated"), {**config.experiment(), "device": str(device)},
                        allocation=alloc.counts.tolist())
     global_params = model.params.clone()
@@ -162,7 +161,7 @@ def run_federated(
     for rnd in bar:
         start = time.perf_counter()
         lr = config.lr * config.lr_decay ** (rnd - 1)
-        chosen = sorted(torch.randperm(config.workers, generator=choose)[:per_round].tolist())
+        chosen = sorted(torch.randperm(config.workers, generator=choose)[: config.per_round].tolist())
         trained = train_round(rnd, lr, global_params, [(k, strategy.correction(k, global_params)) for k in chosen])
         updates = [t.update for t in trained]
         samples += sum(t.seen for t in trained)
@@ -187,7 +186,7 @@ def centralized_steps(config: RunConfig, n: int, rnd: int) -> int:
     """
     if config.batch_size is None:  # full batch: one step on the union per local step of the workers
         return steps_for(n, None, config.local_epochs, config.local_steps)
-    share = max(1, round(config.participation * config.workers)) / config.workers
+    share = config.per_round / config.workers
     if config.local_epochs is not None:
         per_round = share * config.local_epochs * n
     else:

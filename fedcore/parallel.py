@@ -35,12 +35,12 @@ Task = tuple[int, Correction | None]  # (worker, its gradient correction)
 RoundFn = Callable[[int, float, torch.Tensor, list[Task]], list["Trained"]]
 
 
-def worker_processes(config: RunConfig, device: torch.device, per_round: int) -> int:
+def worker_processes(config: RunConfig, device: torch.device) -> int:
     """Processes for one run's local training: ``config.processes`` (default one per core), at most one
     per worker of a round; 1 on CUDA and inside a daemonic process (which may not start children)."""
     if device.type != "cpu" or multiprocessing.current_process().daemon:
         return 1
-    return max(1, min(config.processes or os.cpu_count() or 1, per_round))
+    return max(1, min(config.processes or os.cpu_count() or 1, config.per_round))
 
 
 def assign(costs: list[int], processes: int) -> list[list[int]]:
@@ -195,8 +195,7 @@ def local_training(
     """The function that trains a round's chosen workers: in this process, or across worker processes."""
     from fedcore.engine import train_local
 
-    per_round = max(1, round(config.participation * config.workers))
-    processes = worker_processes(config, device, per_round)
+    processes = worker_processes(config, device)
     if processes <= 1:
         return lambda rnd, lr, global_params, tasks: [
             train_local(model, shards[k], test, config, rnd, lr, global_params, k, c) for k, c in tasks

@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from fedcore.config import ConfigError, RunConfig
+from fedcore.config import ConfigError, RunConfig, with_local_work
 from fedcore.executors import SchedulerError
 from fedcore.results import RunResult
 from fedcore.runner import completed
@@ -119,10 +119,8 @@ def configs(fixed: dict[str, object], grid: dict[str, list[object]]) -> list[Run
     out = []
     for values in product(*grid.values()):
         settings = {**fixed, **dict(zip(grid, values, strict=True))}
-        if settings.get("local_steps") is not None and "local_epochs" not in settings:
-            settings["local_epochs"] = None  # as on the command line: local steps replace the default epoch
-        try:
-            out.append(RunConfig(**settings))
+        try:  # as on the command line: local steps replace the default epoch; naming both is an error
+            out.append(RunConfig(**with_local_work(settings)))
         except ConfigError as err:
             swept = ", ".join(f"{f}={settings[f]!r}" for f in grid)
             raise ConfigError(f"{err} (grid point {swept})", param=err.param) from err

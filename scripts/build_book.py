@@ -29,6 +29,7 @@ import yaml
 
 from fedcore import notebook
 from fedcore.config import ConfigError
+from fedcore.store import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "book" / "manifest.yml"
@@ -114,12 +115,8 @@ def retitled(book: nbformat.NotebookNode, title: str) -> bool:
 
 def replace_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` whole or not at all, leaving an identical file untouched."""
-    if path.exists() and path.read_bytes() == data:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    partial.replace(path)
+    if not (path.exists() and path.read_bytes() == data):
+        write_atomic(path, data)
 
 
 def publish_page(entry: dict, output: Path, figures: Path = FIGURES_DIR) -> list[str]:

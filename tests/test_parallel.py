@@ -32,10 +32,11 @@ def test_tasks_are_balanced_over_the_processes():
 
 def test_one_process_per_core_at_most_one_per_worker_and_none_on_cuda():
     config = RunConfig(processes=8)
-    assert worker_processes(config, torch.device("cpu"), per_round=3) == 3
-    assert worker_processes(config, torch.device("cpu"), per_round=10) == 8
-    assert worker_processes(config, torch.device("cuda"), per_round=10) == 1
-    assert worker_processes(config.replace(processes=1), torch.device("cpu"), per_round=10) == 1
+    assert config.replace(participation=0.3).per_round == 3
+    assert worker_processes(config.replace(participation=0.3), torch.device("cpu")) == 3
+    assert worker_processes(config, torch.device("cpu")) == 8
+    assert worker_processes(config, torch.device("cuda")) == 1
+    assert worker_processes(config.replace(processes=1), torch.device("cpu")) == 1
 
 
 def test_a_failing_worker_process_raises_its_traceback_and_the_pool_is_replaced(toy):

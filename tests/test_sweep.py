@@ -42,6 +42,7 @@ def _rows(path):
         (["--grid", "workers=10,1"], ["workers", "1", ">= 2"]),
         (["--grid", "seed=3..1"], ["seed", "3..1", "a <= b"]),
         (["--set", "biass=1"], ["biass", "not a RunConfig field"]),
+        (["--set", "local_epochs=1", "--grid", "local_steps=5"], ["local_epochs/local_steps", "exclusive"]),
     ],
 )
 def test_a_bad_grid_exits_2_naming_field_value_and_range_before_training(trained, tmp_path, capsys, argv, named):
