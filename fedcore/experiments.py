@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Hashable, Mapping, Sequence
 
 from fedcore.config import ConfigError, RunConfig
 from fedcore.results import RunResult
 from fedcore.runner import run_many
+from fedcore.stats import Estimate, estimate
 
 # Every federated run in the report, unless a notebook parameter changes it. Each worker's model is
 # scored on the first 1,000 test images every round, so any run can show its workers.
@@ -78,6 +80,43 @@ def grid(configs: Mapping[Hashable, RunConfig], kind: str = "federated") -> dict
     return dict(zip(configs, results, strict=True))
 
 
-def final(results: Sequence[RunResult], column: str = "test_accuracy") -> float:
-    """Mean over seeds of a column at the last round."""
-    return sum(float(r.rounds[-1][column]) for r in results) / len(results)
+def seed_values(results: Sequence[RunResult], column: str = "test_accuracy", rnd: int | None = None) -> list[float]:
+    """Each seed's value of a per-round column at round ``rnd`` (default: the last configured round). A seed
+    that diverged before it is counted, never dropped: an accuracy at chance (1 / classes, what a model
+    with NaN weights scores at best), a loss as infinite."""
+    out = []
+    for r in results:
+        at = int(r.config["rounds"]) if rnd is None else rnd
+        if at < len(r.rounds):
+            out.append(float(r.rounds[at][column]))
+        elif r.diverged:
+            out.append(r.chance if column.endswith("accuracy") else float("inf"))
+        else:
+            raise ValueError(f"round {at} is beyond the {len(r.rounds) - 1} rounds of run {r.key}")
+    return out
+
+
+def summarize(
+    results: Sequence[RunResult], column: str = "test_accuracy", rnd: int | None = None, scale: float = 100.0
+) -> Estimate:
+    """Mean over seeds and 95% interval of a column at a round (accuracies in percent by default),
+    diverged seeds counted as ``seed_values`` says."""
+    return estimate(seed_values(results, column, rnd), sum(bool(r.diverged) for r in results)).scaled(scale)
+
+
+def seeded(
+    configs: Mapping[Hashable, RunConfig], kind: str = "federated", seeds: int = 3, more: int = 5, wide: float = 2.0
+) -> dict[Hashable, list[RunResult]]:
+    """Each configuration over seeds 0..seeds-1, and over seeds 0..more-1 where that was not enough: the
+    final test accuracy's standard deviation is above ``wide`` points, or a seed diverged. Runs missing
+    from the store train together across the cores; diverged runs come back marked."""
+    first = run_many([(c.replace(seed=s), kind) for c in configs.values() for s in range(seeds)],
+                     allow_divergence=True)
+    out = {name: first[i * seeds : (i + 1) * seeds] for i, name in enumerate(configs)}
+    spread = [name for name, rs in out.items()
+              if any(r.diverged for r in rs) or (seeds > 1 and statistics.stdev(seed_values(rs)) * 100 > wide)]
+    extra = run_many([(configs[n].replace(seed=s), kind) for n in spread for s in range(seeds, more)],
+                     allow_divergence=True)
+    for i, name in enumerate(spread):
+        out[name] = out[name] + extra[i * (more - seeds) : (i + 1) * (more - seeds)]
+    return out

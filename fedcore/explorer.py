@@ -17,7 +17,7 @@ from fedcore.results import RunResult
 ROOT_CLASS = "tw-explorer"  # the browser check (scripts/check_book.py) looks for this class
 PANELS = {  # panel id -> what it shows
     "allocation": "Training images per digit, one bar per worker",
-    "accuracy": "Test accuracy per round: federated (mean of the seeds, band min-max) and non-federated",
+    "accuracy": "Test accuracy per round: federated (mean of the seeds, band: 95% interval) and non-federated",
     "loss": "Test loss per round: federated and non-federated",
     "workers": "Each worker's own model before averaging, and the averaged model (seed 0): test accuracy",
 }

@@ -11,6 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from fedcore.results import RunResult
+from fedcore.stats import t975
 
 CENTRALIZED_COLOR = "black"
 UNIFORM_COLOR = "tab:green"
@@ -84,10 +85,35 @@ def allocation_heatmap(counts: np.ndarray, ax: Axes | None = None, title: str | 
 
 
 def mean_band(results: Sequence[RunResult], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rounds, mean, min and max of a per-round column over seeds (up to the shortest, if one diverged)."""
-    n = min(len(r.rounds) for r in results)
-    values = np.array([r.column(column)[:n] for r in results], dtype=float)
-    return np.array(results[0].column("round")[:n]), values.mean(0), values.min(0), values.max(0)
+    """Rounds, mean over seeds and the 95% Student-t interval of the mean (equal to the mean for one seed)
+    of a per-round column. A seed that diverged stays in: its accuracy at chance (1 / classes) from then
+    on; other columns stop at the last round every seed reached."""
+    full = max(len(r.rounds) for r in results)
+    chance = column.endswith("accuracy")
+    n = full if chance else min(len(r.rounds) for r in results)
+    rows = []
+    for r in results:
+        values = r.column(column)[:n]
+        rows.append(values + [r.chance] * (n - len(values)) if len(values) < n else values)
+    values = np.array(rows, dtype=float)
+    mean = values.mean(0)
+    half = t975(len(results) - 1) * values.std(0, ddof=1) / np.sqrt(len(results)) if len(results) > 1 else 0 * mean
+    return np.arange(n), mean, mean - half, mean + half  # row i of a run's rounds is round i (0: the start)
+
+
+def series_label(label: str, results: Sequence[RunResult]) -> str:
+    """A legend entry: the series' label, with how many of its seeds diverged where any did."""
+    diverged = sum(bool(r.diverged) for r in results)
+    return f"{label} ({diverged} of {len(results)} diverged)" if diverged else label
+
+
+def band_title(seeds: Sequence[int]) -> str:
+    """Legend title saying what the lines and bands are."""
+    low, high = min(seeds), max(seeds)
+    if high == 1:
+        return "one seed"
+    count = f"{low}" if low == high else f"{low}-{high}"
+    return f"mean of {count} seeds, band: 95% interval"
 
 
 def curves(
@@ -97,7 +123,7 @@ def curves(
     title: str | None = None,
     styles: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Figure:
-    """One line per series (mean over its seeds) with a band from the lowest to the highest seed.
+    """One line per series (mean over its seeds) with a band: the 95% interval of the mean over seeds.
 
     Colours follow ``series_style`` unless ``styles`` gives them per label."""
     fig, ax = _axes(ax, figsize=(7, 4))
@@ -106,14 +132,14 @@ def curves(
         rounds, mean, lo, hi = mean_band(results, column)
         scale = 100.0 if percent else 1.0
         style = dict(styles[label]) if styles else series_style(label)
-        ax.plot(rounds, scale * mean, label=label, **style)
+        ax.plot(rounds, scale * mean, label=series_label(label, results), **style)
         ax.fill_between(rounds, scale * lo, scale * hi, color=style["color"], alpha=0.2, linewidth=0)
-    seeds = min(len(r) for r in series.values())
-    ylabel = {"test_accuracy": "Test accuracy (%)", "test_loss": "Test loss (cross-entropy, nats)"}.get(column, column)
-    ax.set(xlabel="Round", ylabel=ylabel, title=title)
+    ylabel = {"test_accuracy": "Test accuracy (%)", "test_loss": "Test loss (cross-entropy, nats)",
+              "val_accuracy": "Validation accuracy (%)", "val_loss": "Validation loss (cross-entropy, nats)"}
+    ax.set(xlabel="Round", ylabel=ylabel.get(column, column), title=title)
     if percent:
         ax.set_ylim(0, 100)
-    ax.legend(title=f"mean of {seeds} seeds, band: min-max" if seeds > 1 else "one seed", fontsize="small")
+    ax.legend(title=band_title([len(r) for r in series.values()]), fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -58,6 +58,11 @@ class RunResult:
     def final_accuracy(self) -> float:
         return float(self.rounds[-1]["test_accuracy"])
 
+    @property
+    def chance(self) -> float:
+        """Accuracy of guessing one class: 1 / the number of classes the model predicts."""
+        return 1 / len(self.rounds[0]["predicted"])
+
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 

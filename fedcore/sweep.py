@@ -33,16 +33,13 @@ from fedcore.config import ConfigError, RunConfig, with_local_work
 from fedcore.executors import SchedulerError
 from fedcore.results import RunResult
 from fedcore.runner import completed
+from fedcore.stats import interval
 from fedcore.store import RunStore, check_writable, write_atomic
 
 FIELDS = [f.name for f in dataclasses.fields(RunConfig)]
 FLOAT_FIELDS = {f.name for f in dataclasses.fields(RunConfig) if isinstance(getattr(RunConfig(), f.name), float)}
 KINDS = ("federated", "centralized")
 ROUND_COLUMNS = ("round", "test_loss", "test_accuracy", "lr", "samples", "seconds")
-# Student t quantiles t(0.975, df) for df = 1..30; beyond that the normal 1.96 is within 2%.
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -125,14 +122,6 @@ def configs(fixed: dict[str, object], grid: dict[str, list[object]]) -> list[Run
             swept = ", ".join(f"{f}={settings[f]!r}" for f in grid)
             raise ConfigError(f"{err} (grid point {swept})", param=err.param) from err
     return out
-
-
-def interval(values: list[float]) -> float:
-    """Half-width of the 95% Student-t interval of the mean (nan for fewer than two values)."""
-    if len(values) < 2:
-        return math.nan
-    t = T975[len(values) - 2] if len(values) <= len(T975) + 1 else 1.96
-    return t * statistics.stdev(values) / math.sqrt(len(values))
 
 
 def run_row(config: RunConfig, kind: str, outcome: RunResult | Exception) -> dict[str, object]:

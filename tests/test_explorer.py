@@ -36,7 +36,9 @@ def test_data_holds_each_level_in_order_with_the_report_colours():
     assert data["worker_colors"][3] == to_hex(plots.worker_color(3))
     assert full["counts"][2][2] == 1100 and full["seeds"] == 2
     assert full["accuracy"]["mean"][-1] == pytest.approx(100 * (0.6 + 0.5) / 2)
-    assert full["accuracy"]["lo"][-1] == pytest.approx(50.0) and full["accuracy"]["hi"][-1] == pytest.approx(60.0)
+    half = 12.706 * 5.0  # 95% interval of two seeds 10 points apart: t(0.975, 1) * sd / sqrt(2)
+    assert full["accuracy"]["lo"][-1] == pytest.approx(55 - half, abs=0.01)
+    assert full["accuracy"]["hi"][-1] == pytest.approx(55 + half, abs=0.01)
     assert full["loss"]["mean"][0] == pytest.approx(1.9)
     assert full["workers"]["accuracy"][9][-1] == pytest.approx(0.6 * 9)  # worker 9 of the first seed
     assert full["workers"]["rounds"] == [1, 2, 3, 4] and full["workers"]["averaged_rounds"] == [0, 1, 2, 3, 4]

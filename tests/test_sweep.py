@@ -4,7 +4,7 @@ import pytest
 
 from fedcore.cli import main
 from fedcore.engine import run_federated
-from fedcore.sweep import interval
+from fedcore.stats import interval
 
 GRID = ["--grid", "bias=0,1", "--grid", "seed=0..2", "--set", "rounds=2", "--set", "local_steps=3", "--processes", "1"]
 
