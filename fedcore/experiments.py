@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Hashable, Mapping, Sequence
 
@@ -10,11 +11,23 @@ from fedcore.results import RunResult
 from fedcore.runner import run_many
 from fedcore.stats import Estimate, estimate
 
+THREADS_ENV = "FEDCORE_THREADS"
+
+
+def book_threads() -> int:
+    """Torch threads of the report's runs: $FEDCORE_THREADS where set (a rebuild with another count gives
+    other runs, whose numbers scripts/compare_numbers.py sets against the first build's), else 1."""
+    text = os.environ.get(THREADS_ENV, "1")
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"${THREADS_ENV} must be an integer >= 1; got {text!r}", param=THREADS_ENV)
+    return int(text)
+
+
 # Every federated run in the report, unless a notebook parameter changes it. Each worker's model is
 # scored on the first 1,000 test images every round, so any run can show its workers.
 STANDARD = RunConfig(
     allocation="biased", workers=10, model="mlp", rounds=50, local_epochs=None, local_steps=50,
-    batch_size=32, lr=0.05, eval_workers=1000,
+    batch_size=32, lr=0.05, eval_workers=1000, threads=book_threads(),
 )
 UNIFORM = "uniform"  # a series label: the uniform allocation rather than a bias level
 

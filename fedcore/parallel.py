@@ -37,8 +37,9 @@ RoundFn = Callable[[int, float, torch.Tensor, list[Task]], list["Trained"]]
 
 def worker_processes(config: RunConfig, device: torch.device) -> int:
     """Processes for one run's local training: ``config.processes`` (default one per core), at most one
-    per worker of a round; 1 on CUDA and inside a daemonic process (which may not start children)."""
-    if device.type != "cpu" or multiprocessing.current_process().daemon:
+    per worker of a round; 1 on CUDA, inside a daemonic process (which may not start children) and for
+    ``threads`` > 1 (the worker processes train on one thread: a run keyed by more would get other bits)."""
+    if device.type != "cpu" or multiprocessing.current_process().daemon or config.threads > 1:
         return 1
     return max(1, min(config.processes or os.cpu_count() or 1, config.per_round))
 

@@ -112,8 +112,9 @@ def completed(
     only the runs in flight). Diverged runs come back as results (``result.diverged`` says why).
 
     Where they train: on the Dask cluster at ``scheduler`` (default $FEDCORE_SCHEDULER), else in a local
-    spawn pool of ``processes`` (default one per core), one thread each; a single missing run trains here,
-    across its own worker processes (fedcore.parallel), with ``progress`` bars. Before any training, the
+    spawn pool of ``processes`` (default: the cores divided by the runs' threads), each run on its own
+    threads; a single missing run trains here, across its own worker processes (fedcore.parallel, for
+    one-thread runs), with ``progress`` bars. Before any training, the
     store must be writable and (locally) ``check`` passes for every missing run, else ConfigError."""
     store = store or RunStore()
     missing = []
@@ -130,7 +131,8 @@ def completed(
     if address is None:  # a cluster's workers hold the data; here, check each run before any trains
         for i in missing:
             check(*jobs[i], store)
-    pool_size = min(processes or os.cpu_count() or 1, len(missing))
+    threads = max(jobs[i][0].threads for i in missing)  # one pool task per core's worth of threads
+    pool_size = min(processes or max(1, (os.cpu_count() or 1) // threads), len(missing))
     if address is None and pool_size <= 1:
         for i in missing:
             try:

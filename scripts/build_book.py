@@ -4,11 +4,14 @@ An execution is skipped when its output already holds the same fingerprint (note
 fedcore's sources); a ``summary`` entry re-runs whenever any other does. A failing notebook stops the
 build, naming the notebook and the cell. Each executed notebook then gets its manifest ``title`` as its
 page title, and the figures it glued are written beside the book as
-``book/notebooks/figures/<output>/<key>.png`` for the chapters' numbered ``{figure}`` directives.
-Seconds per notebook and in total are printed at the end.
+``book/notebooks/figures/<output>/<key>.png`` for the chapters' numbered ``{figure}`` directives. Every
+number the notebooks glued (fedcore.report: value, 95% interval, seeds, kind) goes, with the page and
+notebook that made it, into ``_build/html/numbers.json``; a number glued bare stops the build.
+``scripts/compare_numbers.py`` compares two such files. Seconds per notebook and in total are printed at the end.
 
     python scripts/build_book.py            # notebooks, then jupyter-book build with warnings as errors
     python scripts/build_book.py --force    # re-execute every notebook
+    FEDCORE_THREADS=2 python scripts/build_book.py   # every run with 2 torch threads (other keys, other bits)
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import argparse
 import base64
 import hashlib
 import json
+import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -27,9 +32,11 @@ import nbformat
 import papermill
 import yaml
 
-from fedcore import notebook
+from fedcore import notebook, report
 from fedcore.config import ConfigError
+from fedcore.experiments import STANDARD
 from fedcore.store import write_atomic
+from fedcore.version import engine_fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "book" / "manifest.yml"
@@ -131,6 +138,30 @@ def publish_page(entry: dict, output: Path, figures: Path = FIGURES_DIR) -> list
     return sorted(images)
 
 
+def collect_numbers(entries: list[dict], pages: Path = OUTPUT_DIR) -> list[dict]:
+    """Every number glued by the executed notebooks: page, notebook, its parameters, key and the record
+    (value, kind, low, high, seeds, diverged). Exits naming the page and key of a number glued bare."""
+    numbers = []
+    for entry in entries:
+        book = nbformat.read(pages / f"{entry['output']}.ipynb", as_version=4)
+        try:
+            glued = report.glued_numbers(book)
+        except ValueError as err:
+            sys.exit(f"FAILED: page {entry['output']} (notebooks/{entry['notebook']}.ipynb): {err}")
+        numbers += [{"page": entry["output"], "notebook": entry["notebook"], "parameters": entry["parameters"],
+                     "key": key, **record} for key, record in sorted(glued.items())]
+    return numbers
+
+
+def build_info() -> dict[str, object]:
+    """What made this build: commit, engine fingerprint, torch threads of the runs, machine."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    return {"commit": commit.stdout.strip() or None, "engine_fingerprint": engine_fingerprint(),
+            "threads": STANDARD.threads, "device": STANDARD.device, "machine": platform.machine(),
+            "platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="re-execute every notebook")
@@ -152,6 +183,7 @@ def main() -> None:
         times.append((entry["output"], f"{execute(entry, print_, output):.1f} s"))
     for entry in entries:
         publish_page(entry, OUTPUT_DIR / f"{entry['output']}.ipynb")
+    numbers = collect_numbers(entries)
     notebooks = time.perf_counter() - start
     failed = False
     if not args.no_book:
@@ -160,6 +192,9 @@ def main() -> None:
         jupyter_book = str(Path(sys.executable).parent / "jupyter-book")
         build = [jupyter_book, "build", str(ROOT), "-W", "-n", "--keep-going", "--all"]
         failed = subprocess.run(build, cwd=ROOT, check=False).returncode != 0
+        payload = {"build": build_info(), "numbers": numbers}
+        write_atomic(ROOT / "_build" / "html" / "numbers.json", json.dumps(payload, indent=1) + "\n")
+        print(f"{len(numbers)} glued numbers in _build/html/numbers.json")
         times.append(("jupyter-book build", f"{time.perf_counter() - book_start:.1f} s"))
     print("\nbuild times")
     for name, seconds in times:

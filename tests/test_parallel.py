@@ -36,6 +36,7 @@ def test_one_process_per_core_at_most_one_per_worker_and_none_on_cuda():
     assert worker_processes(config.replace(participation=0.3), torch.device("cpu")) == 3
     assert worker_processes(config, torch.device("cpu")) == 8
     assert worker_processes(config, torch.device("cuda")) == 1
+    assert worker_processes(config.replace(threads=2), torch.device("cpu")) == 1  # threads are in the key
     assert worker_processes(config.replace(processes=1), torch.device("cpu")) == 1
 
 

@@ -10,7 +10,7 @@ from IPython.core.formatters import format_display_data
 
 from fedcore.experiments import seed_values, summarize
 from fedcore.plots import mean_band
-from fedcore.report import Number
+from fedcore.report import MIME, Number
 from fedcore.results import RunResult
 from fedcore.stats import estimate, paired, t975
 
@@ -62,7 +62,7 @@ def test_a_glued_number_shows_its_value_and_carries_its_interval():
     number = Number.of(estimate([79.0, 81.0, 80.0]))
     data, _ = format_display_data(number)
     assert float(data["text/plain"]) == 80.0
-    record = json.loads(json.dumps(data["application/json"]))["tenwrongs_number"]
+    record = json.loads(json.dumps(data[MIME]))
     assert record["kind"] == "estimate" and record["seeds"] == 3
     assert record["low"] == pytest.approx(80 - 2.484, abs=1e-3) and record["high"] > 80
     assert Number.of(estimate([80.0])).low is None
