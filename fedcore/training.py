@@ -92,7 +92,8 @@ class SGD:
 def batch_stream(
     x: torch.Tensor, y: torch.Tensor, batch_size: int | None, generator: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless (x, y) batches: shuffled epochs (each gathered once, then sliced), the last batch may be short.
+    """Endless (x, y) batches: shuffled epochs, each batch gathered when it is asked for (a round often
+    uses a small part of an epoch), the last batch of an epoch may be short.
 
     ``batch_size=None`` means full batch: every step sees all the samples.
     """
@@ -100,8 +101,8 @@ def batch_stream(
         while True:
             yield x, y
     while True:
-        perm = torch.randperm(len(y), generator=generator).to(x.device)
-        yield from zip(x[perm].split(batch_size), y[perm].split(batch_size), strict=True)
+        for batch in torch.randperm(len(y), generator=generator).to(x.device).split(batch_size):
+            yield x[batch], y[batch]
 
 
 def steps_for(n: int, batch_size: int | None, local_epochs: int | None, local_steps: int | None) -> int:
