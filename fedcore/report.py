@@ -2,19 +2,24 @@
 seeds it rests on (and how many diverged), or that it is a setting or a timing.
 
 A glued ``Number`` shows as its value (``{glue:text}`page.ipynb::key:.1f``` formats it) and also carries a
-JSON record (``application/json``) that ``scripts/build_book.py`` collects into ``_build/html/numbers.json``.
+JSON record (mime type ``MIME``) that ``scripts/build_book.py`` collects into ``_build/html/numbers.json``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 
 from myst_nb import glue
+from nbformat import NotebookNode
 
 from fedcore.stats import Comparison, Estimate
 
 KINDS = ("estimate", "exact", "timing")
+MIME = "application/vnd.tenwrongs.number+json"  # a Number's record beside its text/plain
+# text/plain of a number glued bare (myst_nb.glue(key, 0.5)): '0.5', '12', 'np.float64(0.5)'
+BARE = re.compile(r"(np\.\w+\()?[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?\)?|nan|inf", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -40,11 +45,9 @@ class Number:
         bounds = (None, None) if math.isnan(est.half_width) else (est.low, est.high)
         return cls(est.mean, "estimate", *bounds, seeds=est.n, diverged=est.diverged)
 
-    def __repr__(self) -> str:  # text/plain: what {glue:text} shows and formats
-        return repr(self.value)
-
-    def _repr_json_(self) -> dict[str, object]:
-        return {"tenwrongs_number": asdict(self)}
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, object]:
+        """text/plain is what {glue:text} shows and formats; MIME carries the record."""
+        return {"text/plain": repr(self.value), MIME: asdict(self)}
 
 
 def glue_number(key: str, value: float, kind: str = "exact") -> Number:
@@ -71,3 +74,22 @@ def glue_comparison(key: str, comparison: Comparison, a: str, b: str, digits: in
     sentence = comparison.sentence(a, b, digits)
     glue(f"{key}_sentence", sentence, display=False)
     return sentence
+
+
+def glued_numbers(book: NotebookNode) -> dict[str, dict[str, object]]:
+    """Every Number an executed notebook glued: its record (value, kind, low, high, seeds, diverged) by glue
+    key. A number glued bare, without this module (so without its interval or kind), is a ValueError."""
+    found = {}
+    for cell in book.cells:
+        for output in cell.get("outputs", []):
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            if not name:
+                continue
+            prefix = output["metadata"]["scrapbook"].get("mime_prefix", "")
+            record = output.get("data", {}).get(prefix + MIME)
+            if isinstance(record, dict):
+                found[name] = record
+            elif BARE.fullmatch(str(output.get("data", {}).get(prefix + "text/plain", "")).strip()):
+                raise ValueError(f"glue key {name!r} is a bare number: glue it with fedcore.report "
+                                 "(glue_estimate, glue_number or glue_comparison) so that it carries its interval")
+    return found

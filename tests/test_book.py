@@ -15,9 +15,9 @@ TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
 ROLE = re.compile(r"notebooks/([\w.\-]+)\.ipynb::([\w.\-]+)")
 DIRECTIVE = re.compile(r"```\{glue\} ([\w.\-]+)\n:doc: notebooks/([\w.\-]+)\.ipynb")
 GLUE_CALL = re.compile(r"""\b(glue|glue_number|glue_estimate|glue_comparison)\((f?)["']([^"']+)["']""")
-# What each of fedcore.report's helpers glues beside its key.
-GLUE_SUFFIXES = {"glue": [""], "glue_number": [""], "glue_estimate": ["", "_text"],
-                 "glue_comparison": ["", "_diff", "_sentence"]}
+# the keys fedcore.report glues beside the one it is given
+ALSO_GLUED = {"glue": [""], "glue_number": [""], "glue_estimate": ["", "_text"],
+              "glue_comparison": ["", "_diff", "_sentence"]}
 
 
 def toc_files() -> list[str]:
@@ -36,11 +36,11 @@ def produced_keys(notebook: Path) -> tuple[set[str], list[str]]:
     """Literal glue keys of a notebook, and the fixed prefixes of its f-string keys."""
     source = "\n".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"])
     literal, prefixes = set(), []
-    for helper, is_f, key in GLUE_CALL.findall(source):
+    for function, is_f, key in GLUE_CALL.findall(source):
         if is_f:
             prefixes.append(key.split("{", 1)[0])
         else:
-            literal.update(key + suffix for suffix in GLUE_SUFFIXES[helper])
+            literal |= {key + suffix for suffix in ALSO_GLUED[function]}
     return literal, prefixes
 
 
