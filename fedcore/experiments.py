@@ -73,16 +73,15 @@ def label(bias: float | str) -> str:
 
 
 def runs(
-    biases: Sequence[float | str], seeds: int, centralized: bool = False, **changes: object
+    biases: Sequence[float | str], seeds: int = 3, centralized: bool = False, more: int = 5, **changes: object
 ) -> dict[str, list[RunResult]]:
-    """Results per series label (over ``seeds`` seeds), trained together across the cores where missing."""
-    jobs = [(config_for(b, s, **changes), "federated") for b in biases for s in range(seeds)]
+    """Results per series label: each bias level (and the non-federated model) over seeds 0..seeds-1, and
+    over 0..more-1 where its spread is wide (``seeded``); missing runs train together across the cores."""
+    levels = {label(b): config_for(b, 0, **changes) for b in biases}
+    series = seeded(levels, "federated", seeds, max(more, seeds))
     if centralized:
-        jobs += [(config_for(0.0, s, **changes), "centralized") for s in range(seeds)]
-    results = run_many(jobs)
-    series = {label(b): results[i * seeds : (i + 1) * seeds] for i, b in enumerate(biases)}
-    if centralized:
-        series["non-federated"] = results[-seeds:]
+        central = seeded({"non-federated": config_for(0.0, 0, **changes)}, "centralized", seeds, max(more, seeds))
+        series.update(central)
     return series
 
 

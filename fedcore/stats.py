@@ -108,3 +108,14 @@ def paired(a: Sequence[float], b: Sequence[float]) -> Comparison:
     if n == 0:
         raise ValueError("a paired comparison needs at least one common seed")
     return Comparison(estimate([x - y for x, y in zip(a[:n], b[:n], strict=True)]))
+
+
+def against_reading(est: Estimate, reading: float, tolerance: float) -> str:
+    """Set an estimate beside a number read off a figure by eye to within +-``tolerance``: 'agrees' where its
+    95% interval (the mean alone for one seed) overlaps reading +- tolerance, else 'higher' or 'lower'."""
+    half = 0.0 if math.isnan(est.half_width) else est.half_width
+    if est.mean - half > reading + tolerance:
+        return "higher"
+    if est.mean + half < reading - tolerance:
+        return "lower"
+    return "agrees"

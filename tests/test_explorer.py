@@ -19,7 +19,7 @@ def fake_run(final: float, rounds: int = 4, scored: bool = True) -> RunResult:
     history = [{"round": r, "test_accuracy": float(a), "test_loss": float(2 - a)} for r, a in enumerate(acc)]
     workers = [{"round": r, "worker": k, **({"test_accuracy": float(acc[r]) * k / 100} if scored else {})}
                for r in range(1, rounds + 1) for k in range(10)]
-    return RunResult("federated", "x", {}, rounds=history, workers=workers)
+    return RunResult("federated", "x", {"rounds": rounds}, rounds=history, workers=workers)
 
 
 def sample(levels: tuple[float, ...] = (1.0, 0.0, 0.5)) -> tuple[dict, dict, list[RunResult]]:
@@ -35,6 +35,7 @@ def test_data_holds_each_level_in_order_with_the_report_colours():
     assert full["color"] == to_hex(plots.bias_color(1.0))
     assert data["worker_colors"][3] == to_hex(plots.worker_color(3))
     assert full["counts"][2][2] == 1100 and full["seeds"] == 2
+    assert full["final"] == f"55.0 ± {12.706 * 5.0:.1f}"  # the last round's mean and 95% half-width (%)
     assert full["accuracy"]["mean"][-1] == pytest.approx(100 * (0.6 + 0.5) / 2)
     half = 12.706 * 5.0  # 95% interval of two seeds 10 points apart: t(0.975, 1) * sd / sqrt(2)
     assert full["accuracy"]["lo"][-1] == pytest.approx(55 - half, abs=0.01)
