@@ -2,7 +2,7 @@
 seeds it rests on (and how many diverged), or that it is a setting or a timing.
 
 A glued ``Number`` shows as its value (``{glue:text}`page.ipynb::key:.1f``` formats it) and also carries a
-JSON record (``application/json``) that ``scripts/build_book.py`` collects into ``_build/html/numbers.json``.
+JSON record (``MIME``) that ``scripts/build_book.py`` collects into ``_build/html/numbers.json``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from myst_nb import glue
 from fedcore.stats import Comparison, Estimate
 
 KINDS = ("estimate", "exact", "timing")
+MIME = "application/vnd.tenwrongs.number+json"  # the record's type in a notebook's outputs
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,10 @@ class Number:
     def __repr__(self) -> str:  # text/plain: what {glue:text} shows and formats
         return repr(self.value)
 
-    def _repr_json_(self) -> dict[str, object]:
-        return {"tenwrongs_number": asdict(self)}
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, object]:
+        # A '+json' type: nbformat accepts a JSON object only under such a name, and glue stores the record
+        # as 'application/papermill.record/<type>' (plain 'application/json' fails papermill's validation).
+        return {MIME: {"tenwrongs_number": asdict(self)}}
 
 
 def glue_number(key: str, value: float, kind: str = "exact") -> Number:

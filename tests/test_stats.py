@@ -10,7 +10,7 @@ from IPython.core.formatters import format_display_data
 
 from fedcore.experiments import seed_values, summarize
 from fedcore.plots import mean_band
-from fedcore.report import Number
+from fedcore.report import MIME, Number
 from fedcore.results import RunResult
 from fedcore.stats import estimate, paired, t975
 
@@ -62,9 +62,32 @@ def test_a_glued_number_shows_its_value_and_carries_its_interval():
     number = Number.of(estimate([79.0, 81.0, 80.0]))
     data, _ = format_display_data(number)
     assert float(data["text/plain"]) == 80.0
-    record = json.loads(json.dumps(data["application/json"]))["tenwrongs_number"]
+    record = json.loads(json.dumps(data[MIME]))["tenwrongs_number"]
     assert record["kind"] == "estimate" and record["seeds"] == 3
     assert record["low"] == pytest.approx(80 - 2.484, abs=1e-3) and record["high"] > 80
     assert Number.of(estimate([80.0])).low is None
     with pytest.raises(ValueError, match="kind must be one of"):
         Number(1.0, "guess")
+
+
+def test_paired_runs_compare_settings_seed_by_seed_in_points():
+    from fedcore.experiments import paired_runs
+    from fedcore.results import RunResult
+
+    def runs(accs):
+        return [RunResult("federated", f"k{i}", {"rounds": 1}, rounds=[{"round": 0, "test_accuracy": 0.1},
+                                                                      {"round": 1, "test_accuracy": a}])
+                for i, a in enumerate(accs)]
+
+    better = paired_runs(runs([0.80, 0.60, 0.70]), runs([0.78, 0.57, 0.675]))
+    assert better.verdict == "higher" and abs(better.difference.mean - 2.5) < 1e-9
+    assert paired_runs(runs([0.80, 0.60]), runs([0.70, 0.75])).verdict == "indistinguishable"
+
+
+def test_a_glued_number_passes_the_notebook_validation_papermill_applies():
+    import nbformat
+
+    data, _ = format_display_data(Number.of(estimate([79.0, 81.0, 80.0])))
+    record = {f"application/papermill.record/{mime}": value for mime, value in data.items()}
+    cell = nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("display_data", data=record)])
+    nbformat.validate(nbformat.v4.new_notebook(cells=[cell]))
