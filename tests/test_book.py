@@ -14,7 +14,8 @@ MANIFEST = yaml.safe_load((ROOT / "book" / "manifest.yml").read_text())
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
 ROLE = re.compile(r"notebooks/([\w.\-]+)\.ipynb::([\w.\-]+)")
 DIRECTIVE = re.compile(r"```\{glue\} ([\w.\-]+)\n:doc: notebooks/([\w.\-]+)\.ipynb")
-GLUE_CALL = re.compile(r"""glue\((f?)["']([^"']+)["']""")
+GLUE_CALL = re.compile(r"""glue(_estimate|_number|_comparison)?\((f?)["']([^"']+)["']""")
+SUFFIXES = {"_estimate": ("", "_text"), "_comparison": ("", "_diff", "_sentence")}  # keys report.glue_* adds
 
 
 def toc_files() -> list[str]:
@@ -33,11 +34,11 @@ def produced_keys(notebook: Path) -> tuple[set[str], list[str]]:
     """Literal glue keys of a notebook, and the fixed prefixes of its f-string keys."""
     source = "\n".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"])
     literal, prefixes = set(), []
-    for is_f, key in GLUE_CALL.findall(source):
+    for helper, is_f, key in GLUE_CALL.findall(source):
         if is_f:
             prefixes.append(key.split("{", 1)[0])
         else:
-            literal.add(key)
+            literal.update(key + suffix for suffix in SUFFIXES.get(helper, ("",)))
     return literal, prefixes
 
 
