@@ -9,7 +9,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from fedcore.config import ConfigError, RunConfig
 from fedcore.results import RunResult
 from fedcore.runner import run_many
-from fedcore.stats import Estimate, estimate
+from fedcore.stats import Comparison, Estimate, estimate, paired
 
 THREADS_ENV = "FEDCORE_THREADS"
 
@@ -114,6 +114,15 @@ def summarize(
     """Mean over seeds and 95% interval of a column at a round (accuracies in percent by default),
     diverged seeds counted as ``seed_values`` says."""
     return estimate(seed_values(results, column, rnd), sum(bool(r.diverged) for r in results)).scaled(scale)
+
+
+def paired_runs(
+    a: Sequence[RunResult], b: Sequence[RunResult], column: str = "test_accuracy", rnd: int | None = None,
+    scale: float = 100.0,
+) -> Comparison:
+    """Paired comparison of two settings' runs, a - b on their common seeds, of a column at a round (accuracies
+    in points by default; diverged seeds counted as ``seed_values`` says)."""
+    return Comparison(paired(seed_values(a, column, rnd), seed_values(b, column, rnd)).difference.scaled(scale))
 
 
 def seeded(

@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from fedcore.results import RunResult
-from fedcore.stats import t975
+from fedcore.stats import Estimate, t975
 
 CENTRALIZED_COLOR = "black"
 UNIFORM_COLOR = "tab:green"
@@ -192,9 +192,10 @@ def heatmap(
     fmt: str = "{:.0f}",
     cmap: str = "viridis",
     center: float | None = None,
+    texts: Sequence[Sequence[str]] | None = None,
 ) -> Figure:
-    """An annotated table of values: rows x columns, each cell coloured and printed.
-    ``center`` makes a diverging scale symmetric about that value."""
+    """An annotated table of values: rows x columns, each cell coloured and printed (``fmt``, or the cell's
+    entry of ``texts`` where given). ``center`` makes a diverging scale symmetric about that value."""
     values = np.asarray(values, dtype=float)
     fig, ax = _axes(ax, figsize=(1.1 * len(columns) + 3, 0.5 * len(rows) + 2))
     limits = {}
@@ -208,11 +209,27 @@ def heatmap(
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             light = values[i, j] < middle if center is None else abs(values[i, j] - center) > 0.5 * reach
-            ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize="small",
+            text = fmt.format(values[i, j]) if texts is None else texts[i][j]
+            ax.text(j, i, text, ha="center", va="center", fontsize="small",
                     color="white" if light else "black")
     fig.colorbar(image, ax=ax, label=label)
     fig.tight_layout()
     return fig
+
+
+def estimate_heatmap(
+    estimates: Sequence[Sequence[Estimate]], rows: Sequence[str], columns: Sequence[object], xlabel: str, label: str,
+    title: str | None = None,
+) -> Figure:
+    """A heatmap of means over seeds, each cell printed as 'mean ± 95% half-width' (and 'k of n diverged' where
+    any seed did); the title's last line says how many seeds."""
+    values = np.array([[e.mean for e in row] for row in estimates])
+    texts = [[f"{e.mean:.1f}" + (f"\n± {e.half_width:.1f}" if e.n > 1 else "")
+              + (f"\n{e.diverged} of {e.n} div." if e.diverged else "") for e in row] for row in estimates]
+    counts = sorted({e.n for row in estimates for e in row})
+    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    note = f"mean ± 95% interval over {seeds} seeds"
+    return heatmap(values, rows, columns, xlabel, "", label, title=f"{title}\n{note}" if title else note, texts=texts)
 
 
 def confusion(matrix: np.ndarray, ax: Axes | None = None, title: str | None = None) -> Figure:

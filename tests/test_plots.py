@@ -39,3 +39,15 @@ def test_worker_figures_render():
     result = fake_result([0.1, 0.5, 0.7])
     assert len(plots.worker_accuracies(result).axes[0].get_lines()) == 11
     assert plots.predictions(result, 1).axes[0].get_xlabel() == "Predicted digit"
+
+
+def test_estimate_heatmap_prints_mean_interval_and_diverged_seeds():
+    from fedcore.stats import estimate
+
+    cells = [[estimate([80.0, 82.0, 84.0]), estimate([10.0, 50.0, 60.0], diverged=1)]]
+    fig = plots.estimate_heatmap(cells, ["bias 1"], [5, 50], "Local steps per round", "Accuracy (%)", title="t")
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts[0] == "82.0\n± 5.0" and texts[1].endswith("1 of 3 div.")
+    assert ax.get_title() == "t\nmean ± 95% interval over 3 seeds"
+    assert ax.images[0].get_array()[0, 1] == 40.0

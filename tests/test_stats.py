@@ -68,3 +68,25 @@ def test_a_glued_number_shows_its_value_and_carries_its_interval():
     assert Number.of(estimate([80.0])).low is None
     with pytest.raises(ValueError, match="kind must be one of"):
         Number(1.0, "guess")
+
+
+def test_paired_runs_compare_settings_seed_by_seed_in_points():
+    from fedcore.experiments import paired_runs
+
+    def runs(accs):
+        return [RunResult("federated", f"k{i}", {"rounds": 1}, rounds=[{"round": 0, "test_accuracy": 0.1},
+                                                                      {"round": 1, "test_accuracy": a}])
+                for i, a in enumerate(accs)]
+
+    better = paired_runs(runs([0.80, 0.60, 0.70]), runs([0.78, 0.57, 0.675]))
+    assert better.verdict == "higher" and abs(better.difference.mean - 2.5) < 1e-9
+    assert paired_runs(runs([0.80, 0.60]), runs([0.70, 0.75])).verdict == "indistinguishable"
+
+
+def test_a_glued_number_passes_the_notebook_validation_papermill_applies():
+    import nbformat
+
+    data, _ = format_display_data(Number.of(estimate([79.0, 81.0, 80.0])))
+    record = {f"application/papermill.record/{mime}": value for mime, value in data.items()}
+    cell = nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("display_data", data=record)])
+    nbformat.validate(nbformat.v4.new_notebook(cells=[cell]))
