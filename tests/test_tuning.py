@@ -17,6 +17,7 @@ def fake(final: float, rounds: int = 10, diverged_at: int | None = None) -> RunR
 
 def test_every_tuned_remedy_has_the_same_number_of_values_and_every_run_holds_out_validation():
     assert tuning.tuned() == ["fedavgm", "fedprox", "fedadam", "scaffold", "lr decay"]
+    assert all(len(REMEDIES[m]) == GRID_SIZE for m in tuning.tuned())
     for scenario in tuning.SCENARIOS:
         configs = tuning.candidates(scenario)
         assert len(configs) == GRID_SIZE * len(tuning.tuned())
