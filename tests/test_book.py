@@ -14,9 +14,10 @@ MANIFEST = yaml.safe_load((ROOT / "book" / "manifest.yml").read_text())
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
 ROLE = re.compile(r"notebooks/([\w.\-]+)\.ipynb::([\w.\-]+)")
 DIRECTIVE = re.compile(r"```\{glue\} ([\w.\-]+)\n:doc: notebooks/([\w.\-]+)\.ipynb")
-GLUE_CALL = re.compile(r"""(glue|glue_number|glue_estimate|glue_comparison)\((f?)["']([^"']+)["']""")
-# fedcore.report's helpers glue more than their key: the estimate's words, the comparison's numbers and words.
-ALSO_GLUED = {"glue_estimate": ("_text",), "glue_comparison": ("_diff", "_sentence")}
+GLUE_CALL = re.compile(r"""\b(glue|glue_number|glue_estimate|glue_comparison)\((f?)["']([^"']+)["']""")
+# the keys fedcore.report glues beside the one it is given
+ALSO_GLUED = {"glue": [""], "glue_number": [""], "glue_estimate": ["", "_text"],
+              "glue_comparison": ["", "_diff", "_sentence"]}
 
 
 def toc_files() -> list[str]:
@@ -35,11 +36,11 @@ def produced_keys(notebook: Path) -> tuple[set[str], list[str]]:
     """Literal glue keys of a notebook, and the fixed prefixes of its f-string keys."""
     source = "\n".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"])
     literal, prefixes = set(), []
-    for helper, is_f, key in GLUE_CALL.findall(source):
+    for function, is_f, key in GLUE_CALL.findall(source):
         if is_f:
             prefixes.append(key.split("{", 1)[0])
         else:
-            literal |= {key, *(key + suffix for suffix in ALSO_GLUED.get(helper, ()))}
+            literal |= {key + suffix for suffix in ALSO_GLUED[function]}
     return literal, prefixes
 
 
