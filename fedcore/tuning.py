@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Sequence
 
 from fedcore.config import RunConfig
-from fedcore.experiments import REMEDIES, STANDARD, require, seed_values
+from fedcore.experiments import REMEDIES, STANDARD, grid, require, seed_values, seeded
 from fedcore.results import RunResult
 from fedcore.runner import run_many
 from fedcore.stats import Estimate, estimate
@@ -87,3 +87,17 @@ def chosen(scenario: str) -> dict[str, dict[str, object]]:
     """Every method's changes to ``base(scenario)``: the untuned as defined, the tuned at their chosen value."""
     picks = choose(tuning_runs(scenario))
     return {m: grid[picks.get(m, 0)] for m, grid in REMEDIES.items()}
+
+
+def comparison(scenario: str, methods: Sequence[str]) -> dict[str, list[RunResult]]:
+    """Each method at its chosen setting over the seeds ``experiments.seeded`` asks for, then every method over
+    as many seeds as the baseline (``methods[0]``) got, so that each is compared with it on the same seeds."""
+    settings = chosen(scenario)
+    start = base(scenario)
+    configs = {m: start.replace(**settings[m]) for m in methods}
+    series = seeded(configs)
+    needed = len(series[methods[0]])
+    extra = {(m, s): configs[m].replace(seed=s) for m in methods for s in range(len(series[m]), needed)}
+    for (m, _), result in zip(extra, grid(extra).values(), strict=True):
+        series[m] = [*series[m], result]
+    return series

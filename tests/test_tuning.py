@@ -52,3 +52,14 @@ def test_a_grid_value_reads_as_words():
     assert tuning.setting({"strategy": "fedavgm", "server_lr": 0.5, "server_momentum": 0.9}) == \
         "server_lr 0.5, server_momentum 0.9"
     assert tuning.setting({}) == "standard settings"
+
+
+def test_every_method_is_topped_up_to_the_baselines_seeds(monkeypatch):
+    monkeypatch.setattr(tuning, "chosen", lambda scenario: {m: grid[0] for m, grid in REMEDIES.items()})
+    wide = {"fedavg": 5, "scaffold": 5, "fedadam": 3}
+    monkeypatch.setattr(tuning, "seeded", lambda configs: {m: [fake(0.8)] * wide[m] for m in configs})
+    asked = []
+    monkeypatch.setattr(tuning, "grid", lambda configs: asked.extend(configs) or {k: fake(0.7) for k in configs})
+    series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam"])
+    assert {m: len(rs) for m, rs in series.items()} == {"fedavg": 5, "scaffold": 5, "fedadam": 5}
+    assert asked == [("fedadam", 3), ("fedadam", 4)]  # the baseline's seeds 3 and 4, nothing else
