@@ -60,6 +60,7 @@ HELP = {
     "beta2": "fedadam: decay of the server's second moment, in [0, 1)",
     "tau": "fedadam: adaptivity, added to the root of the second moment, > 0 and finite",
     "shared_fraction": "share of the training data held out and given to every worker, in [0, 1)",
+    "validation": "training images held out for validation (the same ones in every run), in [0, 30000]; 0 = none",
     "eval_workers": "test images on which each worker's local model is scored each round, 0..10000 (0 = off); "
                     "not part of the run key: a stored run scored on more images serves a request for fewer",
     "seed": "random seed, integer >= 0",

@@ -16,6 +16,7 @@ ALLOCATIONS = ("uniform", "biased", "dirichlet", "classes", "shards")
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "scaffold")
 DEVICES = ("auto", "cpu", "cuda")
 NUM_CLASSES = 10  # both datasets have ten classes
+MAX_VALIDATION = 30_000  # at most half of the 60,000 training images held out for validation
 
 # Parameters that only matter for one allocation or strategy; left out of the run key otherwise.
 ALLOCATION_PARAMS = {
@@ -89,6 +90,7 @@ class RunConfig:
     beta2: float = 0.99  # fedadam
     tau: float = 1e-3  # fedadam
     shared_fraction: float = 0.0
+    validation: int = 0  # training images held out (the same ones in every run) to choose settings on
     eval_workers: int = 0
     seed: int = 0
     device: str = "auto"
@@ -116,6 +118,8 @@ class RunConfig:
         if kind == "centralized":
             unused |= set(FEDERATED_ONLY) | {p for ps in ALLOCATION_PARAMS.values() for p in ps}
             unused |= {p for ps in STRATEGY_PARAMS.values() for p in ps}
+        if not self.validation:  # no held-out images: the key of a run from before the field existed
+            unused.add("validation")
         return {
             k: v
             for k, v in dataclasses.asdict(self).items()
@@ -179,6 +183,10 @@ def validate(c: RunConfig) -> None:
     _check(0.0 <= c.beta2 < 1.0, "beta2", "in [0, 1)", c.beta2)
     _check(0 < c.tau < math.inf, "tau", "> 0 and finite", c.tau)
     _check(0.0 <= c.shared_fraction < 1.0, "shared_fraction", "in [0, 1)", c.shared_fraction)
+    _check(
+        _int(c.validation) and 0 <= c.validation <= MAX_VALIDATION, "validation",
+        f"an integer in [0, {MAX_VALIDATION}] (training images held out for validation; 0 = none)", c.validation,
+    )
     _check(
         _int(c.eval_workers) and 0 <= c.eval_workers <= 10_000,
         "eval_workers", "an integer in [0, 10000] (test images per worker evaluation; 0 = off)",

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from fedcore.config import ConfigError
+
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 ENV_VAR = "FEDCORE_DATA_DIR"
 # name -> (torchvision class, mean, std of the training pixels in [0, 1])
@@ -25,6 +27,9 @@ RAW_SIZES = {
     "t10k-images-idx3-ubyte": 7_840_016,
     "t10k-labels-idx1-ubyte": 10_008,
 }
+
+
+VALIDATION_SEED = 7_2026  # one fixed draw: the same held-out images for every seed, run and setting
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -49,6 +54,19 @@ class Dataset:
     def to(self, device: torch.device) -> Dataset:
         move = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")}
         return Dataset(self.name, num_classes=self.num_classes, **move)
+
+
+def holdout(dataset: Dataset, n: int) -> tuple[Dataset, tuple[torch.Tensor, torch.Tensor]]:
+    """The dataset less ``n`` training images held out for validation, and those images (x, y): the first
+    ``n`` of one fixed permutation of the training set (never the test set), the same in every run."""
+    if not 0 < n < len(dataset.train_y):
+        raise ConfigError(f"validation must be in [1, {len(dataset.train_y) - 1}] for {dataset.name}'s "
+                         f"{len(dataset.train_y)} training images; got {n}")
+    order = torch.randperm(len(dataset.train_y), generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    held, kept = order[:n].sort().values.to(dataset.train_y.device), order[n:].sort().values.to(dataset.train_y.device)
+    rest = Dataset(dataset.name, dataset.train_x[kept], dataset.train_y[kept], dataset.test_x, dataset.test_y,
+                   dataset.num_classes)
+    return rest, (dataset.train_x[held], dataset.train_y[held])
 
 
 def data_dirs(explicit: str | os.PathLike | None = None) -> list[Path]:

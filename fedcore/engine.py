@@ -1,6 +1,7 @@
 """The federated engine (FedAvg and its strategies) and the non-federated baseline.
 
-Read top to bottom: set-up, then for each round every chosen worker trains from the global model
+Read top to bottom: set-up (with ``validation``, the held-out training images are set apart and scored every
+round as val_loss and val_accuracy), then for each round every chosen worker trains from the global model
 with fresh optimizer state, the strategy aggregates, and the global model is evaluated.
 """
 
@@ -69,23 +70,36 @@ def allocate(config: RunConfig, labels: torch.Tensor) -> tuple[Allocation, list[
     return alloc, [torch.cat([pool[i], shared]) for i in alloc.indices]
 
 
-def _setup(config: RunConfig, data: datasets.Dataset | None) -> tuple[datasets.Dataset, FlatModel]:
+Shard = tuple[torch.Tensor, torch.Tensor]
+
+
+def _setup(config: RunConfig, data: datasets.Dataset | None) -> tuple[datasets.Dataset, Shard | None, FlatModel]:
+    """The data on the device (less the held-out validation images, returned apart) and the initial model."""
     configure_torch(config.threads)
     device = resolve_device(config.device)
     data = (data or datasets.load(config.dataset, config.data_dir)).to(device)
+    validation = None
+    if config.validation:
+        data, validation = datasets.holdout(data, config.validation)
     torch.manual_seed(config.seed)
-    return data, FlatModel(build(config.model, data.num_classes).to(device), data.num_classes)
+    return data, validation, FlatModel(build(config.model, data.num_classes).to(device), data.num_classes)
 
 
 def _record(
-    result: RunResult, model: FlatModel, data: datasets.Dataset, rnd: int, lr: float, samples: int, seconds: float
+    result: RunResult, model: FlatModel, data: datasets.Dataset, validation: Shard | None, rnd: int, lr: float,
+    samples: int, seconds: float,
 ) -> float:
-    """Evaluate the global model, append its rows and return the test loss (stopping on NaN/inf)."""
+    """Evaluate the global model (on the validation images too, if any), append its rows and return the test
+    loss (stopping on NaN/inf)."""
     ev = evaluate(model.module, data.test_x, data.test_y, data.num_classes)
     if not math.isfinite(ev.loss):
         result.diverged = f"test loss became {ev.loss} at round {rnd} (lr {lr:g}); lower lr or the local work"
         raise TrainingDiverged(result.diverged, result)
-    result.rounds.append({"round": rnd, "test_loss": ev.loss, "test_accuracy": ev.accuracy, "lr": lr,
+    held: dict[str, object] = {}
+    if validation is not None:
+        val = evaluate(model.module, *validation, data.num_classes)
+        held = {"val_loss": val.loss, "val_accuracy": val.accuracy}
+    result.rounds.append({"round": rnd, "test_loss": ev.loss, "test_accuracy": ev.accuracy, **held, "lr": lr,
                           "samples": samples, "seconds": seconds, "predicted": ev.predicted,
                           "output_bias": model.params[model.output_bias_slice].tolist()})
     result.classes.extend({"round": rnd, "digit": d, "accuracy": a} for d, a in enumerate(ev.class_accuracy))
@@ -105,7 +119,6 @@ def _finish(result: RunResult, model: FlatModel, data: datasets.Dataset) -> RunR
 
 
 Probe = Callable[[int, torch.Tensor, list[Update]], None]
-Shard = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -144,7 +157,7 @@ def run_federated(
     ``data`` replaces the configured dataset (tests use small synthetic sets); ``probe`` is called
     after each round with the round, the new global parameters and the workers' updates.
     """
-    data, model = _setup(config, data)
+    data, validation, model = _setup(config, data)
     alloc, worker_idx = allocate(config, data.train_y.cpu())
     device = data.train_x.device
     shards = [(data.train_x[i.to(device)], data.train_y[i.to(device)]) for i in worker_idx]
@@ -153,7 +166,7 @@ def run_federated(
     result = RunResult("federated", config.key("federated"), {**config.experiment(), "device": str(device)},
                        allocation=alloc.counts.tolist())
     global_params = model.params.clone()
-    _record(result, model, data, 0, config.lr, 0, 0.0)
+    _record(result, model, data, validation, 0, config.lr, 0, 0.0)
     test = (data.test_x[: config.eval_workers], data.test_y[: config.eval_workers])
     train_round = parallel.local_training(config, device, model, shards, test)
     samples = 0
@@ -174,7 +187,7 @@ def run_federated(
         if probe is not None:
             probe(rnd, global_params, updates)
         model.load(global_params)
-        loss = _record(result, model, data, rnd, lr, samples, time.perf_counter() - start)
+        loss = _record(result, model, data, validation, rnd, lr, samples, time.perf_counter() - start)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{result.final_accuracy:.3f}")
     return _finish(result, model, data)
 
@@ -201,13 +214,13 @@ def run_centralized(
 
     ``probe`` is called after each round with the round, the parameters and an empty list of updates.
     """
-    data, model = _setup(config, data)
+    data, validation, model = _setup(config, data)
     x, y = data.train_x, data.train_y
     optimizer = SGD(config.lr, config.momentum, config.weight_decay)
     batches = batch_stream(x, y, config.batch_size, generator(config.seed, 3))
     result = RunResult("centralized", config.key("centralized"),
                        {**config.experiment("centralized"), "device": str(x.device)})
-    _record(result, model, data, 0, config.lr, 0, 0.0)
+    _record(result, model, data, validation, 0, config.lr, 0, 0.0)
     samples = 0
     bar = _progress(config, "centralized", progress)
     for rnd in bar:
@@ -217,7 +230,7 @@ def run_centralized(
         samples += train(model, optimizer, batches, steps)
         if probe is not None:
             probe(rnd, model.params, [])
-        loss = _record(result, model, data, rnd, optimizer.lr, samples, time.perf_counter() - start)
+        loss = _record(result, model, data, validation, rnd, optimizer.lr, samples, time.perf_counter() - start)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{result.final_accuracy:.3f}")
     return _finish(result, model, data)
 

@@ -40,6 +40,8 @@ BAD = [
     ({"bias": float("nan")}, "bias", "[0, 1]"),
     ({"threads": 0}, "threads", ">= 1"),
     ({"threads": None}, "threads", ">= 1"),
+    ({"validation": -1}, "validation", "[0, 30000]"),
+    ({"validation": 60_000}, "validation", "[0, 30000]"),
 ]
 
 
@@ -65,3 +67,9 @@ def test_key_is_stable_and_ignores_unused_knobs():
 def test_centralized_key_ignores_the_allocation():
     assert RunConfig(bias=0.0).key("centralized") == RunConfig(bias=1.0, eval_workers=100).key("centralized")
     assert RunConfig(lr=0.05).key("centralized") != RunConfig(lr=0.1).key("centralized")
+
+
+def test_validation_changes_the_key_only_when_images_are_held_out():
+    assert "validation" not in RunConfig().experiment()
+    assert RunConfig(validation=6000).key() != RunConfig().key()
+    assert RunConfig(validation=6000).experiment()["validation"] == 6000

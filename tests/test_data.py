@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from fedcore import data
+from fedcore.config import ConfigError
+from fedcore.data import holdout
 
 
 def test_mnist_is_normalised_in_memory(mnist):
@@ -81,3 +83,17 @@ def test_fashion_mnist_loads_from_the_data_directory():
     fashion = data.load("fashion-mnist")
     assert fashion.train_x.shape == (60_000, 1, 28, 28)
     assert torch.equal(torch.bincount(fashion.train_y), torch.full((10,), 6000))
+
+
+def test_holdout_sets_apart_the_same_training_images_for_every_run(toy):
+    rest, (vx, vy) = holdout(toy, 60)
+    again, (vx2, _) = holdout(toy, 60)
+    assert len(vy) == 60 and len(rest.train_y) == len(toy.train_y) - 60
+    assert torch.equal(vx, vx2) and torch.equal(rest.train_x, again.train_x)  # one fixed draw
+    rows = {tuple(r.flatten()[:8].tolist()) for r in toy.train_x}
+    held = {tuple(r.flatten()[:8].tolist()) for r in vx}
+    kept = {tuple(r.flatten()[:8].tolist()) for r in rest.train_x}
+    assert held | kept == rows and not held & kept  # a split of the training images
+    assert torch.equal(rest.test_x, toy.test_x)  # the test set is untouched
+    with pytest.raises(ConfigError, match=r"validation must be in \[1, 599\]"):
+        holdout(toy, 600)

@@ -166,3 +166,22 @@ def test_weight_divergence_is_zero_for_one_full_batch_step_and_grows_with_local_
     assert max(r["divergence"] for r in run_divergence(exact, progress=False, data=toy).rounds) < 1e-5
     drift = run_divergence(exact.replace(local_steps=20, batch_size=10), progress=False, data=toy)
     assert drift.rounds[0]["divergence"] == 0.0 and drift.rounds[-1]["divergence"] > 0.01
+
+
+def test_validation_holds_out_the_same_images_for_every_seed_and_is_scored_each_round(toy):
+    config = RunConfig(bias=1.0, rounds=2, local_epochs=None, local_steps=3, batch_size=16, validation=100,
+                       device="cpu", threads=1)
+    seen = []
+
+    def shards(rnd, params, updates):
+        seen.append(sum(u.num_samples for u in updates))
+
+    run_federated(config, progress=False, data=toy, probe=shards)
+    result = run_federated(config.replace(seed=1), progress=False, data=toy)
+    assert seen[0] == len(toy.train_y) - 100  # the workers share the images not held out
+    for row in result.rounds:
+        assert 0.0 <= row["val_accuracy"] <= 1.0 and row["val_loss"] > 0
+    assert result.rounds[-1]["val_accuracy"] != result.rounds[0]["val_accuracy"]  # it is the model's score
+    plain = run_federated(config.replace(validation=0), progress=False, data=toy)
+    assert "val_accuracy" not in plain.rounds[0]
+    assert run_centralized(config, progress=False, data=toy).rounds[-1]["val_loss"] > 0

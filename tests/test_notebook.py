@@ -57,7 +57,8 @@ def test_a_list_given_with_p_is_shown_in_its_y_form(value, form):
 
 def test_well_typed_parameters_pass():
     notebook.check_parameters(COMPARISON, {"biases": [0.0, "uniform"], "seeds": 2, "centralized": True})
-    notebook.check_parameters(STRATEGIES, {"bias": 1, "momentum": 0.5})  # an int is a float
+    notebook.check_parameters(STRATEGIES, {"scenario": "heavy", "methods": ["fedavg", "scaffold"]})
+    notebook.check_parameters(ROOT / "notebooks" / "local_work.ipynb", {"lr_decay": 1})  # an int is a float
 
 
 def test_p_values_are_read_as_papermill_reads_them():

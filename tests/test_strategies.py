@@ -151,7 +151,7 @@ def test_scaffold_control_variates_after_one_real_round(toy, monkeypatch):
     monkeypatch.setattr(engine, "strategy_for", lambda c: made.append(strategy_for(c)) or made[-1])
     seen = []
     run_federated(config, progress=False, data=toy, probe=lambda r, p, u: seen.append((p.clone(), u)))
-    _, model = engine._setup(config, toy)  # the initial global model
+    _, _, model = engine._setup(config, toy)  # the initial global model
     g0 = model.params
     (g1, updates), s = seen[0], made[0]
     assert len(updates) == 5 and {u.steps for u in updates} == {5}

@@ -1,0 +1,103 @@
+"""Tuning the remedies in the open: each remedy's grid (``experiments.REMEDIES``) at full bias, scored on
+validation images held out of the training set (never the test set), in each scenario the book compares.
+
+Every run of a scenario, tuning and comparison alike, holds out the same ``VALIDATION`` training images and
+trains on the rest, so the tuning runs at the chosen values (seeds 0..TUNING_SEEDS-1) are the first seeds of
+the comparison. The choice is computed from the stored tuning runs, never typed in: per remedy, the grid value
+with the highest validation accuracy, averaged over the last ``LAST`` rounds and then over the tuning seeds
+(a diverged seed counts at chance); ties go to the first value of the grid.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+from fedcore.config import RunConfig
+from fedcore.experiments import REMEDIES, STANDARD, grid, require, seed_values, seeded
+from fedcore.results import RunResult
+from fedcore.runner import run_many
+from fedcore.stats import Estimate, estimate
+
+# The two scenarios the book compares at full bias: the standard local work (50 steps, 50 rounds) and heavy
+# local work (one epoch of 188 steps with local momentum 0.9, 20 rounds).
+SCENARIOS: dict[str, dict[str, object]] = {
+    "standard": {},
+    "heavy": {"local_steps": 188, "momentum": 0.9, "rounds": 20},
+}
+VALIDATION = 6000  # training images held out (10%): the workers share the other 54,000
+TUNING_SEEDS = 2
+LAST = 5  # final rounds whose validation accuracy is averaged (less noise than the last round alone)
+
+Candidate = tuple[str, int]  # (remedy, index in its grid)
+
+
+def check_scenario(scenario: object) -> None:
+    """Stop with a ConfigError naming ``scenario`` unless it is one of SCENARIOS."""
+    require(scenario in SCENARIOS, "scenario", "one of " + ", ".join(SCENARIOS), scenario)
+
+
+def base(scenario: str) -> RunConfig:
+    """The configuration every method of a scenario starts from: full bias, validation held out, no worker
+    scoring."""
+    check_scenario(scenario)
+    return STANDARD.replace(bias=1.0, eval_workers=0, validation=VALIDATION, **SCENARIOS[scenario])
+
+
+def tuned() -> list[str]:
+    """The remedies with a grid (more than one value)."""
+    return [m for m, grid in REMEDIES.items() if len(grid) > 1]
+
+
+def setting(changes: dict[str, object]) -> str:
+    """A grid value in words, e.g. 'server_lr 0.5, server_momentum 0.9' (the strategy's name left out)."""
+    return ", ".join(f"{k} {v:g}" for k, v in changes.items() if k != "strategy") or "standard settings"
+
+
+def candidates(scenario: str) -> dict[Candidate, RunConfig]:
+    """Every grid value of every tuned remedy, as a configuration (seed 0)."""
+    start = base(scenario)
+    return {(m, i): start.replace(**changes) for m in tuned() for i, changes in enumerate(REMEDIES[m])}
+
+
+def tuning_runs(scenario: str) -> dict[Candidate, list[RunResult]]:
+    """The tuning runs (TUNING_SEEDS seeds per candidate), from the store or trained together across the cores."""
+    configs = candidates(scenario)
+    jobs = [(c.replace(seed=s), "federated") for c in configs.values() for s in range(TUNING_SEEDS)]
+    results = run_many(jobs, allow_divergence=True)
+    return {k: results[i * TUNING_SEEDS : (i + 1) * TUNING_SEEDS] for i, k in enumerate(configs)}
+
+
+def score(results: Sequence[RunResult]) -> Estimate:
+    """Validation accuracy (percent) over the seeds, each seed's the mean of its last LAST rounds."""
+    rounds = int(results[0].config["rounds"])
+    window = range(max(1, rounds - LAST + 1), rounds + 1)
+    per_seed = [statistics.fmean(v) for v in zip(*(seed_values(results, "val_accuracy", r) for r in window),
+                                                  strict=True)]
+    return estimate(per_seed, sum(bool(r.diverged) for r in results)).scaled(100)
+
+
+def choose(runs: dict[Candidate, list[RunResult]]) -> dict[str, int]:
+    """Per tuned remedy, the grid index with the highest mean validation score (the first on ties)."""
+    scores = {k: score(rs).mean for k, rs in runs.items()}
+    return {m: max(range(len(REMEDIES[m])), key=lambda i: (scores[(m, i)], -i)) for m in tuned()}
+
+
+def chosen(scenario: str) -> dict[str, dict[str, object]]:
+    """Every method's changes to ``base(scenario)``: the untuned as defined, the tuned at their chosen value."""
+    picks = choose(tuning_runs(scenario))
+    return {m: grid[picks.get(m, 0)] for m, grid in REMEDIES.items()}
+
+
+def comparison(scenario: str, methods: Sequence[str]) -> dict[str, list[RunResult]]:
+    """Each method at its chosen setting over the seeds ``experiments.seeded`` asks for, then every method over
+    as many seeds as the baseline (``methods[0]``) got, so that each is compared with it on the same seeds."""
+    settings = chosen(scenario)
+    start = base(scenario)
+    configs = {m: start.replace(**settings[m]) for m in methods}
+    series = seeded(configs)
+    needed = len(series[methods[0]])
+    extra = {(m, s): configs[m].replace(seed=s) for m in methods for s in range(len(series[m]), needed)}
+    for (m, _), result in zip(extra, grid(extra).values(), strict=True):
+        series[m] = [*series[m], result]
+    return series

@@ -1,0 +1,65 @@
+import pytest
+
+from fedcore import tuning
+from fedcore.config import ConfigError
+from fedcore.experiments import GRID_SIZE, REMEDIES
+from fedcore.results import RunResult
+
+
+def fake(final: float, rounds: int = 10, diverged_at: int | None = None) -> RunResult:
+    """A run whose validation accuracy is ``final`` over its last rounds (rows stop at a divergence)."""
+    last = rounds if diverged_at is None else diverged_at - 1
+    rows = [{"round": r, "val_accuracy": final if r > rounds - tuning.LAST else 0.5, "predicted": [0] * 10}
+            for r in range(last + 1)]
+    return RunResult("federated", "k", {"rounds": rounds}, rounds=rows,
+                     diverged=None if diverged_at is None else f"test loss became nan at round {diverged_at}")
+
+
+def test_every_tuned_remedy_has_the_same_number_of_values_and_every_run_holds_out_validation():
+    assert tuning.tuned() == ["fedavgm", "fedprox", "fedadam", "scaffold", "lr decay"]
+    assert all(len(REMEDIES[m]) == GRID_SIZE for m in tuning.tuned())
+    for scenario in tuning.SCENARIOS:
+        configs = tuning.candidates(scenario)
+        assert len(configs) == GRID_SIZE * len(tuning.tuned())
+        assert {c.validation for c in configs.values()} == {tuning.VALIDATION}
+        assert all(c.bias == 1.0 and c.eval_workers == 0 for c in configs.values())
+    assert tuning.base("heavy").local_steps == 188 and tuning.base("heavy").rounds == 20
+    with pytest.raises(ConfigError, match="scenario must be one of standard, heavy"):
+        tuning.base("light")
+
+
+def test_score_averages_the_last_rounds_and_counts_a_diverged_seed_at_chance():
+    est = tuning.score([fake(0.9), fake(0.7)])
+    assert est.mean == pytest.approx(80.0) and est.n == 2 and est.diverged == 0
+    broken = tuning.score([fake(0.9), fake(0.9, diverged_at=3)])
+    assert broken.mean == pytest.approx((90.0 + 10.0) / 2) and broken.diverged == 1
+
+
+def test_the_chosen_values_come_from_the_tuning_runs(monkeypatch):
+    best = {m: (i + 1) % GRID_SIZE for i, m in enumerate(tuning.tuned())}
+    runs = {(m, i): [fake(0.9 if i == best[m] else 0.6)] * 2 for m in tuning.tuned() for i in range(GRID_SIZE)}
+    monkeypatch.setattr(tuning, "tuning_runs", lambda scenario: runs)
+    chosen = tuning.chosen("standard")
+    assert set(chosen) == set(REMEDIES)
+    for m in tuning.tuned():
+        assert chosen[m] == REMEDIES[m][best[m]]
+    assert chosen["fedavg"] == {} and chosen["shared 5%"] == {"shared_fraction": 0.05}
+    tie = {k: [fake(0.8)] * 2 for k in runs}
+    assert set(tuning.choose(tie).values()) == {0}  # ties go to the first value of the grid
+
+
+def test_a_grid_value_reads_as_words():
+    assert tuning.setting({"strategy": "fedavgm", "server_lr": 0.5, "server_momentum": 0.9}) == \
+        "server_lr 0.5, server_momentum 0.9"
+    assert tuning.setting({}) == "standard settings"
+
+
+def test_every_method_is_topped_up_to_the_baselines_seeds(monkeypatch):
+    monkeypatch.setattr(tuning, "chosen", lambda scenario: {m: grid[0] for m, grid in REMEDIES.items()})
+    wide = {"fedavg": 5, "scaffold": 5, "fedadam": 3}
+    monkeypatch.setattr(tuning, "seeded", lambda configs: {m: [fake(0.8)] * wide[m] for m in configs})
+    asked = []
+    monkeypatch.setattr(tuning, "grid", lambda configs: asked.extend(configs) or {k: fake(0.7) for k in configs})
+    series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam"])
+    assert {m: len(rs) for m, rs in series.items()} == {"fedavg": 5, "scaffold": 5, "fedadam": 5}
+    assert asked == [("fedadam", 3), ("fedadam", 4)]  # the baseline's seeds 3 and 4, nothing else
