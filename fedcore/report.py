@@ -50,20 +50,17 @@ class Number:
         return {"text/plain": repr(self.value), MIME: asdict(self)}
 
 
-def glue_number(key: str, value: float, kind: str = "exact") -> Number:
-    """Glue a setting, count or deterministic result (``exact``) or a ``timing`` under ``key``."""
-    number = Number(float(value), kind)
-    glue(key, number, display=False)
-    return number
+def glue_number(key: str, value: float, kind: str = "exact") -> None:
+    """Glue a setting, count or deterministic result (``exact``) or a ``timing`` under ``key``. (Nothing is
+    returned: a Number left as a cell's last value would be displayed, and the book has no renderer for it.)"""
+    glue(key, Number(float(value), kind), display=False)
 
 
-def glue_estimate(key: str, est: Estimate, digits: int = 1) -> Number:
+def glue_estimate(key: str, est: Estimate, digits: int = 1) -> None:
     """Glue an estimate: ``key`` is its mean (a Number with its interval), ``key_text`` the words the prose
     shows, e.g. '79.9 ± 1.8' or '59.7 ± 25.0, 2 of 5 diverged'."""
-    number = Number.of(est)
-    glue(key, number, display=False)
+    glue(key, Number.of(est), display=False)
     glue(f"{key}_text", est.text(digits), display=False)
-    return number
 
 
 def glue_comparison(key: str, comparison: Comparison, a: str, b: str, digits: int = 1) -> str:

@@ -25,6 +25,7 @@ glue_number("steps", 50)
 glue_number("seconds", 12.5, kind="timing")
 glue_comparison("vs", paired([80.0, 82.0, 81.0], [70.0, 71.0, 73.0]), "A", "B")
 glue("words", "not a number", display=False)
+glue_number("last", 1)  # a cell's last value is displayed: it must show no Number the book cannot render
 """
 
 
@@ -41,7 +42,9 @@ def executed(tmp_path_factory) -> nbformat.NotebookNode:
 
 def test_every_glued_number_is_collected_with_its_record(executed, tmp_path):
     numbers = report.glued_numbers(executed)
-    assert set(numbers) == {"acc", "steps", "seconds", "vs_diff"}  # words and verdicts are not numbers
+    assert set(numbers) == {"acc", "steps", "seconds", "vs_diff", "last"}  # words and verdicts are not numbers
+    shown = [o for c in executed.cells for o in c.get("outputs", []) if report.MIME in o.get("data", {})]
+    assert shown == []
     assert numbers["acc"]["value"] == 81.0 and numbers["acc"]["seeds"] == 3
     assert numbers["acc"]["low"] == pytest.approx(81 - 2.484, abs=1e-3)
     assert numbers["steps"] == {"value": 50.0, "kind": "exact", "low": None, "high": None, "seeds": None,
