@@ -30,6 +30,7 @@ from pathlib import Path
 
 import nbformat
 import papermill
+import torch
 import yaml
 
 from fedcore import notebook, report
@@ -158,6 +159,7 @@ def build_info() -> dict[str, object]:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
     return {"commit": commit.stdout.strip() or None, "engine_fingerprint": engine_fingerprint(),
             "threads": STANDARD.threads, "device": STANDARD.device, "machine": platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 

@@ -71,8 +71,8 @@ def describe(record: Record) -> str:
 
 def report(result: dict[str, list], builds: tuple[dict, dict]) -> str:
     """The comparison as text: the two builds, the counts, then every number that moved or changed."""
-    lines = [f"build {i}: " + ", ".join(f"{k} {b.get(k)}" for k in ("commit", "threads", "device", "machine", "built"))
-             for i, b in enumerate(builds, 1)]
+    fields = ("commit", "threads", "cpu_capability", "machine", "built")
+    lines = [f"build {i}: " + ", ".join(f"{k} {b.get(k)}" for k in fields) for i, b in enumerate(builds, 1)]
     lines.append(", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in result.items()))
     for title, key in (("moved outside an interval", "moved"), ("exact numbers that changed", "changed"),
                        ("one seed, no interval", "unbounded")):
