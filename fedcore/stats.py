@@ -18,6 +18,9 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.045, 2.042)
 
 
+CLOSE = 1.5  # a verdict whose difference is within this many half-widths of 0 is close (Comparison.close)
+
+
 def t975(df: int) -> float:
     """The 97.5% quantile of Student's t with ``df`` degrees of freedom (df >= 1)."""
     if df < 1:
@@ -89,6 +92,13 @@ class Comparison:
         if d.n > 1 and d.high < 0:
             return "lower"
         return "indistinguishable"
+
+    @property
+    def close(self) -> bool:
+        """Decided, but barely: the interval excludes 0 by less than half its half-width (|mean| < 1.5 half-
+        widths), so that another processor's rounding can move it across 0. More seeds settle it."""
+        d = self.difference
+        return self.verdict != "indistinguishable" and abs(d.mean) < CLOSE * d.half_width
 
     def sentence(self, a: str, b: str, digits: int = 1, unit: str = " points") -> str:
         """The verdict in words with its numbers, e.g. 'FedAvgM is higher than FedAvg by 8.1 points (95%

@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Sequence
 
 from fedcore.config import RunConfig
-from fedcore.experiments import REMEDIES, STANDARD, grid, require, seed_values, seeded
+from fedcore.experiments import REMEDIES, STANDARD, grid, paired_runs, require, seed_values, seeded
 from fedcore.results import RunResult
 from fedcore.runner import run_many
 from fedcore.stats import Estimate, estimate
@@ -28,6 +28,7 @@ SCENARIOS: dict[str, dict[str, object]] = {
 VALIDATION = 6000  # training images held out (10%): the workers share the other 54,000
 TUNING_SEEDS = 2
 LAST = 5  # final rounds whose validation accuracy is averaged (less noise than the last round alone)
+CLOSE_SEEDS = 10  # seeds of a remedy and the baseline where its verdict against the baseline is close
 
 Candidate = tuple[str, int]  # (remedy, index in its grid)
 
@@ -91,13 +92,21 @@ def chosen(scenario: str) -> dict[str, dict[str, object]]:
 
 def comparison(scenario: str, methods: Sequence[str]) -> dict[str, list[RunResult]]:
     """Each method at its chosen setting over the seeds ``experiments.seeded`` asks for, then every method over
-    as many seeds as the baseline (``methods[0]``) got, so that each is compared with it on the same seeds."""
+    as many seeds as the baseline (``methods[0]``) got, so that each is compared with it on the same seeds;
+    where a method's verdict against the baseline is close (``Comparison.close``), both run CLOSE_SEEDS."""
     settings = chosen(scenario)
     start = base(scenario)
     configs = {m: start.replace(**settings[m]) for m in methods}
     series = seeded(configs)
-    needed = len(series[methods[0]])
-    extra = {(m, s): configs[m].replace(seed=s) for m in methods for s in range(len(series[m]), needed)}
+    baseline = methods[0]
+    _extend(series, configs, dict.fromkeys(methods, len(series[baseline])))
+    close = [m for m in methods[1:] if paired_runs(series[m], series[baseline]).close]
+    _extend(series, configs, dict.fromkeys([baseline, *close], CLOSE_SEEDS) if close else {})
+    return series
+
+
+def _extend(series: dict[str, list[RunResult]], configs: dict[str, RunConfig], seeds: dict[str, int]) -> None:
+    """Add the runs of seeds len(series[m])..seeds[m]-1 to each method m's series (trained together)."""
+    extra = {(m, s): configs[m].replace(seed=s) for m, n in seeds.items() for s in range(len(series[m]), n)}
     for (m, _), result in zip(extra, grid(extra).values(), strict=True):
         series[m] = [*series[m], result]
-    return series

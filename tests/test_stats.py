@@ -40,6 +40,9 @@ def test_paired_verdicts_need_the_interval_to_exclude_zero():
     noisy = paired([0.8, 0.6, 0.9], [0.7, 0.75, 0.7])
     assert noisy.verdict == "indistinguishable" and "cannot be told apart" in noisy.sentence("A", "B")
     assert paired([0.9], [0.1]).verdict == "indistinguishable"  # one seed ranks nothing
+    assert not paired(a, b).close  # 10 points, interval 8.7 to 11.3: far from 0
+    barely = paired([3.0, 2.0, 1.0, 1.0, 6.0], [0.0] * 5)  # 2.6 points, interval 0.03 to 5.2
+    assert barely.verdict == "higher" and barely.close and not noisy.close
     # pairing removes what the seeds share: unpaired these intervals overlap
     shared = [0.5, 0.7, 0.9]
     assert paired([s + 0.01 for s in shared], shared).verdict == "higher"

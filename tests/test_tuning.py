@@ -9,8 +9,8 @@ from fedcore.results import RunResult
 def fake(final: float, rounds: int = 10, diverged_at: int | None = None) -> RunResult:
     """A run whose validation accuracy is ``final`` over its last rounds (rows stop at a divergence)."""
     last = rounds if diverged_at is None else diverged_at - 1
-    rows = [{"round": r, "val_accuracy": final if r > rounds - tuning.LAST else 0.5, "predicted": [0] * 10}
-            for r in range(last + 1)]
+    rows = [{"round": r, "val_accuracy": final if r > rounds - tuning.LAST else 0.5, "test_accuracy": final,
+             "predicted": [0] * 10} for r in range(last + 1)]
     return RunResult("federated", "k", {"rounds": rounds}, rounds=rows,
                      diverged=None if diverged_at is None else f"test loss became nan at round {diverged_at}")
 
@@ -63,3 +63,17 @@ def test_every_method_is_topped_up_to_the_baselines_seeds(monkeypatch):
     series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam"])
     assert {m: len(rs) for m, rs in series.items()} == {"fedavg": 5, "scaffold": 5, "fedadam": 5}
     assert asked == [("fedadam", 3), ("fedadam", 4)]  # the baseline's seeds 3 and 4, nothing else
+
+
+def test_a_close_verdict_runs_the_remedy_and_the_baseline_on_more_seeds(monkeypatch):
+    monkeypatch.setattr(tuning, "chosen", lambda scenario: {m: grid[0] for m, grid in REMEDIES.items()})
+    fedavg = [0.80, 0.82, 0.81, 0.79, 0.80]
+    finals = {"fedavg": fedavg, "scaffold": [0.83, 0.84, 0.82, 0.80, 0.86],  # +2.6 points, interval 0.03 to 5.2
+              "fedadam": [a + 0.10 + 0.001 * i for i, a in enumerate(fedavg)]}  # +10 points, clearly
+    monkeypatch.setattr(tuning, "seeded", lambda configs: {m: [fake(a) for a in finals[m]] for m in configs})
+    asked = []
+    monkeypatch.setattr(tuning, "grid", lambda configs: asked.extend(configs) or {k: fake(0.8) for k in configs})
+    series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam"])
+    n = tuning.CLOSE_SEEDS
+    assert {m: len(rs) for m, rs in series.items()} == {"fedavg": n, "scaffold": n, "fedadam": 5}
+    assert asked == [(m, s) for m in ("fedavg", "scaffold") for s in range(5, n)]
