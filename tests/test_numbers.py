@@ -97,6 +97,7 @@ def test_compare_lists_what_moved_outside_an_interval(tmp_path, capsys):
     assert [name for name, *_ in result["changed"]] == [("p", "steps")]
     assert result["skipped"] == [("p", "time")] and result["only_first"] == [("p", "gone")]
     assert [name for name, *_ in result["unbounded"]] == [("p", "one")]
+    assert result["flipped"] == []
     status = compare_numbers.main([write(tmp_path / "a.json", first), write(tmp_path / "b.json", second)])
     out = capsys.readouterr().out
     assert status == 1 and "p::far: 80 [79, 81] (5 seeds) -> 60 [35, 85] (5 seeds) (difference -20)" in out
@@ -120,3 +121,12 @@ def test_the_book_threads_come_from_the_environment(monkeypatch):
         monkeypatch.setenv("FEDCORE_THREADS", bad)
         with pytest.raises(ConfigError, match=r"\$FEDCORE_THREADS must be an integer >= 1"):
             book_threads()
+
+
+def test_compare_lists_a_verdict_that_flipped_even_within_the_intervals(tmp_path, capsys):
+    first = {"diff": number(3.9, 3.4), "steady": number(7.2, 2.4)}  # 0.5 to 7.3: 'higher'
+    second = {"diff": number(2.2, 4.7), "steady": number(7.0, 2.0)}  # -2.5 to 6.9: 'cannot be told apart'
+    status = compare_numbers.main([write(tmp_path / "a.json", first), write(tmp_path / "b.json", second)])
+    out = capsys.readouterr().out
+    assert status == 1 and "verdicts that flipped:\n  p::diff:" in out and "above 0 -> across 0" in out
+    assert "p::steady" not in out and "0 moved" in out
