@@ -87,8 +87,8 @@ def allocation_heatmap(counts: np.ndarray, ax: Axes | None = None, title: str | 
 def mean_band(results: Sequence[RunResult], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rounds, mean over seeds and the 95% Student-t interval of the mean (equal to the mean for one seed)
     of a per-round column. A seed that diverged stays in: its accuracy at chance (1 / classes) from then
-    on; other columns stop at the last round every seed reached."""
-    full = max(len(r.rounds) for r in results)
+    on, to the last configured round; other columns stop at the last round every seed reached."""
+    full = max(int(r.config["rounds"]) + 1 if r.diverged else len(r.rounds) for r in results)
     chance = column.endswith("accuracy")
     n = full if chance else min(len(r.rounds) for r in results)
     rows = []

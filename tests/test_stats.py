@@ -57,6 +57,8 @@ def test_a_diverged_seed_counts_at_chance_in_the_mean_and_the_band():
     assert list(rounds) == [0, 1, 2] and mean[-1] == pytest.approx(0.5)
     assert lo[-1] < 0.5 < hi[-1]
     assert len(mean_band([ok, bad], "test_loss")[0]) == 2  # losses stop where a seed stopped
+    early = run([0.1, 0.3], diverged=True, rounds=4)  # every seed diverged: chance to the last configured round
+    assert list(mean_band([early, early], "test_accuracy")[1]) == pytest.approx([0.1, 0.3, 0.1, 0.1, 0.1])
     with pytest.raises(ValueError, match="beyond"):
         seed_values([run([0.1, 0.5])], rnd=5)
 
