@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from fedcore.results import RunResult
-from fedcore.stats import Estimate, t975
+from fedcore.stats import Estimate, interval
 
 CENTRALIZED_COLOR = "black"
 UNIFORM_COLOR = "tab:green"
@@ -97,7 +97,7 @@ def mean_band(results: Sequence[RunResult], column: str) -> tuple[np.ndarray, np
         rows.append(values + [r.chance] * (n - len(values)) if len(values) < n else values)
     values = np.array(rows, dtype=float)
     mean = values.mean(0)
-    half = t975(len(results) - 1) * values.std(0, ddof=1) / np.sqrt(len(results)) if len(results) > 1 else 0 * mean
+    half = np.array([interval(column) for column in values.T]) if len(results) > 1 else 0 * mean
     return np.arange(n), mean, mean - half, mean + half  # row i of a run's rounds is round i (0: the start)
 
 
@@ -107,13 +107,15 @@ def series_label(label: str, results: Sequence[RunResult]) -> str:
     return f"{label} ({diverged} of {len(results)} diverged)" if diverged else label
 
 
+def seed_range(seeds: Sequence[int]) -> str:
+    """How many seeds several series rest on: '3', or '3-5' where they differ."""
+    low, high = min(seeds), max(seeds)
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
 def band_title(seeds: Sequence[int]) -> str:
     """Legend title saying what the lines and bands are."""
-    low, high = min(seeds), max(seeds)
-    if high == 1:
-        return "one seed"
-    count = f"{low}" if low == high else f"{low}-{high}"
-    return f"mean of {count} seeds, band: 95% interval"
+    return "one seed" if max(seeds) == 1 else f"mean of {seed_range(seeds)} seeds, band: 95% interval"
 
 
 def curves(
@@ -226,9 +228,7 @@ def estimate_heatmap(
     values = np.array([[e.mean for e in row] for row in estimates])
     texts = [[f"{e.mean:.1f}" + (f"\n± {e.half_width:.1f}" if e.n > 1 else "")
               + (f"\n{e.diverged} of {e.n} div." if e.diverged else "") for e in row] for row in estimates]
-    counts = sorted({e.n for row in estimates for e in row})
-    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    note = f"mean ± 95% interval over {seeds} seeds"
+    note = f"mean ± 95% interval over {seed_range([e.n for row in estimates for e in row])} seeds"
     return heatmap(values, rows, columns, xlabel, "", label, title=f"{title}\n{note}" if title else note, texts=texts)
 
 
