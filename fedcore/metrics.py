@@ -54,8 +54,9 @@ def update_geometry(
     each worker's (itself included) and its output-layer biases."""
     deltas = torch.stack([p - global_params for p in updated])
     norms = deltas.norm(dim=1)
-    cosine = (deltas @ deltas.T) / (norms[:, None] * norms[None, :]).clamp(min=1e-12)
-    output_share = deltas[:, output].norm(dim=1) / norms.clamp(min=1e-12)
+    # clamped to their mathematical ranges: rounding can put a vector's cosine with itself a few ulps above 1
+    cosine = ((deltas @ deltas.T) / (norms[:, None] * norms[None, :]).clamp(min=1e-12)).clamp(-1.0, 1.0)
+    output_share = (deltas[:, output].norm(dim=1) / norms.clamp(min=1e-12)).clamp(0.0, 1.0)
     return [
         {"update_norm": norms[i].item(), "output_share": output_share[i].item(), "cosine": cosine[i].tolist(),
          "output_bias": updated[i][output_bias].tolist()}
