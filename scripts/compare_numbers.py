@@ -1,14 +1,25 @@
-"""Compare the glued numbers of two builds of the book (two machines, thread counts or orders of execution).
+"""Compare the glued numbers of two builds of the book: a rebuild against the committed reference.
 
-    python scripts/compare_numbers.py first/_build/html/numbers.json second/_build/html/numbers.json
+    python scripts/compare_numbers.py book/numbers.json _build/html/numbers.json
 
-Each build's ``numbers.json`` (written by scripts/build_book.py) holds every number the prose and tables
-show, with its kind. An ``estimate`` (a mean over seeds) has moved when either build's value lies outside
-the other's 95% interval, and its verdict has flipped when its interval lies above 0, below 0 or across 0
-in one build and otherwise in the other (for a paired difference: "higher", "lower" or "cannot be told
-apart"); one resting on one seed has no interval and is listed with its difference. An
-``exact`` number (a setting, a count) must be equal. A ``timing`` depends on the machine and is skipped.
-Numbers found in one build only are listed. Exit status: 0 when nothing moved, flipped or changed, else 1.
+Each build's ``numbers.json`` (written by scripts/build_book.py) holds every number the prose and tables show,
+with its kind (fedcore.report.Number), and is judged by it:
+
+- ``estimate`` and ``difference`` (means over seeds): *moved* when the two values lie further apart than the
+  wider of the two 95% half-widths plus a floor, the ``resolution`` the book shows the number with (0.1 point
+  for an accuracy shown to one decimal): a move the page cannot show, or one inside either build's interval,
+  is float noise. A number whose seed count differs between the builds is a *design change* (the design pins
+  the seeds: see fedcore.design), not compared further.
+- ``difference`` (a paired difference): its verdict has *flipped* when its interval lies above 0, below 0 or
+  across 0 in one build and otherwise in the other ("higher", "lower", "cannot be told apart"). An estimate
+  that is not a difference (an accuracy) has no verdict.
+- ``exact`` (a setting, a count): *changed* unless equal; ``approximate`` (a measurement of float rounding,
+  such as a largest difference): *changed* when further apart than its tolerance.
+- ``timing``: skipped. Numbers found in one build only are listed.
+
+Exit status: 0 when the builds agree; 1 when a number moved, flipped, changed, changed design or is found in
+one build only; 2 when a file cannot be read as a numbers.json (missing, empty, malformed, a record without a
+kind or with a value that is not a number).
 """
 
 from __future__ import annotations
@@ -20,91 +31,145 @@ import sys
 from pathlib import Path
 
 Record = dict[str, object]
+KINDS = ("estimate", "difference", "exact", "approximate", "timing")
+FAILING = ("moved", "flipped", "changed", "design", "only_first", "only_second")
+
+
+class Unreadable(ValueError):
+    """A file that is not a numbers.json written by scripts/build_book.py."""
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check(record: object) -> Record:
+    """The record, or Unreadable saying what is wrong with it."""
+    if not isinstance(record, dict) or not isinstance(record.get("page"), str) or not isinstance(record.get("key"),
+                                                                                                 str):
+        raise Unreadable(f"a record without page and key: {record!r:.200}")
+    name = f"{record['page']}::{record['key']}"
+    if record.get("kind") not in KINDS:
+        raise Unreadable(f"{name}: kind must be one of {', '.join(KINDS)}; got {record.get('kind')!r}")
+    if not _number(record.get("value")):
+        raise Unreadable(f"{name}: value must be a number; got {record.get('value')!r}")
+    for field in ("low", "high", "resolution", "tolerance"):
+        if record.get(field) is not None and not _number(record[field]):
+            raise Unreadable(f"{name}: {field} must be a number or null; got {record[field]!r}")
+    if record["kind"] == "approximate" and record.get("tolerance") is None:
+        raise Unreadable(f"{name}: an approximate number needs its tolerance")
+    return record
 
 
 def load(path: Path) -> tuple[dict[str, object], dict[tuple[str, str], Record]]:
-    """A numbers.json file's build description and its numbers by (page, key)."""
+    """A numbers.json file's build description and its numbers by (page, key); Unreadable if it is not one."""
     try:
         payload = json.loads(path.read_text())
-        return payload["build"], {(n["page"], n["key"]): n for n in payload["numbers"]}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        sys.exit(f"compare_numbers: {path} is not a numbers.json written by scripts/build_book.py: {err}")
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise Unreadable(f"{path}: {err}") from err
+    if not isinstance(payload, dict) or not isinstance(payload.get("build"), dict) \
+            or not isinstance(payload.get("numbers"), list) or not payload["numbers"]:
+        raise Unreadable(f"{path}: not an object with a 'build' description and a non-empty 'numbers' list")
+    try:
+        numbers = [_check(n) for n in payload["numbers"]]
+    except Unreadable as err:
+        raise Unreadable(f"{path}: {err}") from err
+    return payload["build"], {(n["page"], n["key"]): n for n in numbers}
 
 
-def inside(value: float, record: Record) -> bool:
-    return record["low"] <= value <= record["high"]
+def half_width(record: Record) -> float:
+    """Half the 95% interval (0 without one: one seed)."""
+    return 0.0 if record.get("low") is None else (record["high"] - record["low"]) / 2
 
 
 def side(record: Record) -> str:
-    """Where an estimate's interval lies: 'above 0', 'below 0' or 'across 0'."""
+    """Where a difference's interval lies: 'above 0', 'below 0' or 'across 0' (one seed decides nothing)."""
+    if record.get("low") is None:
+        return "across 0"
     return "above 0" if record["low"] > 0 else "below 0" if record["high"] < 0 else "across 0"
 
 
-def distance(a: Record, b: Record) -> float:
-    """How far apart the two values are, in half-widths of the wider interval."""
-    half = max((r["high"] - r["low"]) / 2 for r in (a, b))
-    return abs(a["value"] - b["value"]) / half if half > 0 else math.inf
+def allowed(a: Record, b: Record) -> float:
+    """How far apart two builds' values of an estimate may lie: the wider half-width plus the resolution."""
+    return max(half_width(a), half_width(b)) + max(a.get("resolution") or 0.0, b.get("resolution") or 0.0)
 
 
 def compare(first: dict[tuple[str, str], Record], second: dict[tuple[str, str], Record]) -> dict[str, list]:
-    """The numbers of two builds sorted into: moved (estimates outside the other's interval, farthest
-    first), within, unbounded (estimates without an interval: one seed), changed (exact numbers that
-    differ), equal, skipped (timings) and only_first / only_second; flipped lists the estimates (moved or
-    within) whose interval lies on another side of 0."""
-    out: dict[str, list] = {k: [] for k in ("moved", "within", "flipped", "unbounded", "changed", "equal", "skipped")}
+    """The numbers of two builds sorted into: moved (farthest first, in multiples of what is allowed), within,
+    flipped (differences whose verdict changed, moved or not), design (seed counts differ), changed (exact or
+    approximate numbers that differ), equal, skipped (timings) and only_first / only_second."""
+    out: dict[str, list] = {k: [] for k in ("moved", "within", "flipped", "design", "changed", "equal", "skipped")}
     out["only_first"] = sorted(set(first) - set(second))
     out["only_second"] = sorted(set(second) - set(first))
     for name in sorted(set(first) & set(second)):
         a, b = first[name], second[name]
-        if "timing" in (a["kind"], b["kind"]):
+        kinds = {a["kind"], b["kind"]}
+        if "timing" in kinds:
             out["skipped"].append(name)
-        elif a["kind"] == b["kind"] == "estimate" and None not in (a["low"], b["low"]):
-            moved = not (inside(b["value"], a) and inside(a["value"], b))
-            out["moved" if moved else "within"].append((name, a, b))
-            if side(a) != side(b):
+        elif len(kinds) > 1:
+            out["changed"].append((name, a, b))
+        elif kinds <= {"estimate", "difference"}:
+            if a.get("seeds") != b.get("seeds"):
+                out["design"].append((name, a, b))
+                continue
+            out["moved" if abs(a["value"] - b["value"]) > allowed(a, b) else "within"].append((name, a, b))
+            if a["kind"] == "difference" and side(a) != side(b):
                 out["flipped"].append((name, a, b))
-        elif a["kind"] == b["kind"] == "estimate":
-            out["unbounded"].append((name, a, b))
         else:
-            same = a["kind"] == b["kind"] and math.isclose(a["value"], b["value"], rel_tol=1e-9, abs_tol=0.0)
+            tolerance = max(a.get("tolerance") or 0.0, b.get("tolerance") or 0.0)
+            same = math.isclose(a["value"], b["value"], rel_tol=1e-9, abs_tol=tolerance)
             out["equal" if same else "changed"].append((name, a, b))
-    out["moved"].sort(key=lambda item: -distance(item[1], item[2]))
+    out["moved"].sort(key=lambda item: -abs(item[1]["value"] - item[2]["value"]) / max(allowed(*item[1:]), 1e-12))
     return out
 
 
 def describe(record: Record) -> str:
-    if record["kind"] != "estimate" or record["low"] is None:
-        return f"{record['value']:.4g}" + (" (one seed)" if record["kind"] == "estimate" else "")
-    diverged = f", {record['diverged']} diverged" if record["diverged"] else ""
+    if record["kind"] not in ("estimate", "difference"):
+        extra = f" (± {record['tolerance']:.3g})" if record["kind"] == "approximate" else ""
+        return f"{record['value']:.4g}{extra}"
+    diverged = f", {record['diverged']} diverged" if record.get("diverged") else ""
+    if record.get("low") is None:
+        return f"{record['value']:.4g} (one seed)"
     return f"{record['value']:.4g} [{record['low']:.4g}, {record['high']:.4g}] ({record['seeds']} seeds{diverged})"
 
 
 def report(result: dict[str, list], builds: tuple[dict, dict]) -> str:
-    """The comparison as text: the two builds, the counts, then every number that moved or changed."""
+    """The comparison as text: the two builds, the counts, then every number that failed it."""
     fields = ("commit", "threads", "cpu_capability", "machine", "built")
     lines = [f"build {i}: " + ", ".join(f"{k} {b.get(k)}" for k in fields) for i, b in enumerate(builds, 1)]
     lines.append(", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in result.items()))
-    for title, key in (("moved outside an interval", "moved"), ("verdicts that flipped", "flipped"),
-                       ("exact numbers that changed", "changed"), ("one seed, no interval", "unbounded")):
+    for title, key in (("moved by more than the wider interval and the resolution", "moved"),
+                       ("verdicts that flipped", "flipped"), ("run on other seeds (design changed)", "design"),
+                       ("exact or approximate numbers that changed", "changed")):
         if result[key]:
             lines.append(f"\n{title}:")
             lines += [f"  {page}::{name}: {describe(a)} -> {describe(b)} (difference {b['value'] - a['value']:+.4g})"
-                      + (f", {side(a)} -> {side(b)}" if key == "flipped" else "") for (page, name), a, b in result[key]]
+                      + (f", {side(a)} -> {side(b)}" if key == "flipped" else "")
+                      for (page, name), a, b in result[key]]
     for title, key in (("only in the first build", "only_first"), ("only in the second build", "only_second")):
         if result[key]:
             lines.append(f"\n{title}: " + ", ".join(f"{page}::{name}" for page, name in result[key]))
     return "\n".join(lines)
 
 
+def failed(result: dict[str, list]) -> bool:
+    """Whether the builds disagree: anything moved, flipped, changed, changed design or is in one build only."""
+    return any(result[k] for k in FAILING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("first", type=Path, help="numbers.json of the first build")
+    parser.add_argument("first", type=Path, help="numbers.json of the first build (e.g. the reference)")
     parser.add_argument("second", type=Path, help="numbers.json of the second build")
     args = parser.parse_args(argv)
-    (build_a, first), (build_b, second) = load(args.first), load(args.second)
+    try:
+        (build_a, first), (build_b, second) = load(args.first), load(args.second)
+    except Unreadable as err:
+        print(f"compare_numbers: {err}", file=sys.stderr)
+        return 2
     result = compare(first, second)
     print(report(result, (build_a, build_b)))
-    return 1 if any(result[k] for k in ("moved", "flipped", "changed", "only_first", "only_second")) else 0
+    return 1 if failed(result) else 0
 
 
 if __name__ == "__main__":

@@ -47,9 +47,10 @@ def test_every_glued_number_is_collected_with_its_record(executed, tmp_path):
     assert shown == []
     assert numbers["acc"]["value"] == 81.0 and numbers["acc"]["seeds"] == 3
     assert numbers["acc"]["low"] == pytest.approx(81 - 2.484, abs=1e-3)
+    assert numbers["acc"]["resolution"] == pytest.approx(0.1)
     assert numbers["steps"] == {"value": 50.0, "kind": "exact", "low": None, "high": None, "seeds": None,
-                                "diverged": 0}
-    assert numbers["seconds"]["kind"] == "timing" and numbers["vs_diff"]["kind"] == "estimate"
+                                "diverged": 0, "resolution": None, "tolerance": None}
+    assert numbers["seconds"]["kind"] == "timing" and numbers["vs_diff"]["kind"] == "difference"
     nbformat.write(executed, tmp_path / "p.ipynb")
     rows = build_book.collect_numbers([{"output": "p", "notebook": "n", "parameters": {"x": 1}}], tmp_path)
     assert {(r["page"], r["notebook"], r["key"]) for r in rows} >= {("p", "n", "acc"), ("p", "n", "steps")}
@@ -69,9 +70,11 @@ def test_a_number_glued_bare_stops_the_build(executed, tmp_path):
         build_book.collect_numbers([{"output": "p", "notebook": "n", "parameters": {}}], tmp_path)
 
 
-def number(value: float, half: float | None = 1.0, kind: str = "estimate") -> dict:
+def number(value: float, half: float | None = 1.0, kind: str = "estimate", seeds: int = 5, **extra: object) -> dict:
     low, high = (None, None) if half is None else (value - half, value + half)
-    return {"value": value, "kind": kind, "low": low, "high": high, "seeds": 5, "diverged": 0}
+    resolution = 0.1 if kind in ("estimate", "difference") else None
+    return {"value": value, "kind": kind, "low": low, "high": high, "seeds": seeds, "diverged": 0,
+            "resolution": resolution, **extra}
 
 
 def write(path, numbers: dict[str, dict]) -> str:
@@ -81,34 +84,59 @@ def write(path, numbers: dict[str, dict]) -> str:
     return str(path)
 
 
-def test_compare_lists_what_moved_outside_an_interval(tmp_path, capsys):
-    first = {"same": number(80.0), "near": number(80.0), "far": number(80.0), "wide": number(50.0, 20.0),
-             "steps": number(50, kind="exact"), "time": number(10, kind="timing"), "one": number(70.0, None),
-             "gone": number(1.0)}
-    second = {"same": number(80.0), "near": number(80.9), "far": number(60.0, 25.0), "wide": number(52.0, 1.0),
-              "steps": number(51, kind="exact"), "time": number(99, kind="timing"), "one": number(72.0, None),
-              "new": number(1.0)}
-    def keyed(numbers: dict[str, dict]) -> dict:
-        return {("p", k): {"page": "p", "key": k, **v} for k, v in numbers.items()}
+def keyed(numbers: dict[str, dict]) -> dict:
+    return {("p", k): {"page": "p", "key": k, **v} for k, v in numbers.items()}
 
+
+def test_compare_sorts_every_number_by_its_kind(tmp_path, capsys):
+    first = {"same": number(80.0), "near": number(80.0), "far": number(80.0), "wide": number(50.0, 20.0),
+             "narrow": number(98.32, 0.01), "steps": number(50, kind="exact"), "time": number(10, kind="timing"),
+             "one": number(70.0, None), "noise": number(9.8e-7, kind="approximate", tolerance=1e-5),
+             "size": number(63.70, kind="approximate", tolerance=1.0), "gone": number(1.0)}
+    second = {"same": number(80.0), "near": number(80.9), "far": number(60.0, 25.0), "wide": number(72.0, 1.0),
+              "narrow": number(98.29, 0.01), "steps": number(51, kind="exact"), "time": number(99, kind="timing"),
+              "one": number(72.0, None), "noise": number(3.9e-7, kind="approximate", tolerance=1e-5),
+              "size": number(65.0, kind="approximate", tolerance=1.0), "new": number(1.0)}
     result = compare_numbers.compare(keyed(first), keyed(second))
-    assert [name for name, *_ in result["moved"]] == [("p", "far"), ("p", "wide")]  # far is farther
-    assert [name for name, *_ in result["within"]] == [("p", "near"), ("p", "same")]
-    assert [name for name, *_ in result["changed"]] == [("p", "steps")]
+    # far: 20 points apart against 25 + 0.1 allowed (its second build is that wide): within; wide: 22 > 20.1
+    assert [name for name, *_ in result["moved"]] == [("p", "one"), ("p", "wide")]  # 'one' is farthest
+    assert [name for name, *_ in result["within"]] == [("p", "far"), ("p", "narrow"), ("p", "near"), ("p", "same")]
+    assert [name for name, *_ in result["changed"]] == [("p", "size"), ("p", "steps")]
+    assert [name for name, *_ in result["equal"]] == [("p", "noise")]
     assert result["skipped"] == [("p", "time")] and result["only_first"] == [("p", "gone")]
-    assert [name for name, *_ in result["unbounded"]] == [("p", "one")]
-    assert result["flipped"] == []
+    assert result["flipped"] == [] and result["design"] == []
     status = compare_numbers.main([write(tmp_path / "a.json", first), write(tmp_path / "b.json", second)])
     out = capsys.readouterr().out
-    assert status == 1 and "p::far: 80 [79, 81] (5 seeds) -> 60 [35, 85] (5 seeds) (difference -20)" in out
+    assert status == 1 and "p::wide: 50 [30, 70] (5 seeds) -> 72 [71, 73] (5 seeds) (difference +22)" in out
     assert "only in the second build: p::new" in out
     assert compare_numbers.main([write(tmp_path / "c.json", first), write(tmp_path / "d.json", first)]) == 0
 
 
-def test_compare_refuses_a_file_that_is_not_numbers_json(tmp_path):
-    (tmp_path / "x.json").write_text("[1, 2]")
-    with pytest.raises(SystemExit, match=r"is not a numbers\.json"):
-        compare_numbers.main([str(tmp_path / "x.json"), str(tmp_path / "x.json")])
+def test_a_number_on_other_seeds_is_a_design_change_not_a_comparison(tmp_path, capsys):
+    first, second = {"acc": number(80.4, 1.6, seeds=10)}, {"acc": number(81.1, 2.6, seeds=5)}
+    status = compare_numbers.main([write(tmp_path / "a.json", first), write(tmp_path / "b.json", second)])
+    out = capsys.readouterr().out
+    assert status == 1 and "run on other seeds (design changed):\n  p::acc: 80.4 [78.8, 82] (10 seeds)" in out
+    assert "0 within" in out
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    (None, "No such file"), ("", "Expecting value"), ("{not json", "Expecting property name"),
+    ("[1, 2]", "not an object with a 'build'"), ('{"build": {}, "numbers": []}', "non-empty 'numbers'"),
+    ('{"build": {}, "numbers": [{"page": "p", "key": "k", "value": 1}]}', "p::k: kind must be one of"),
+    ('{"build": {}, "numbers": [{"page": "p", "key": "k", "kind": "exact", "value": "80"}]}',
+     "p::k: value must be a number; got '80'"),
+    ('{"build": {}, "numbers": [{"page": "p", "key": "k", "kind": "approximate", "value": 1}]}', "needs its tolerance"),
+])
+def test_compare_refuses_a_file_that_is_not_numbers_json(tmp_path, capsys, text, says):
+    good = write(tmp_path / "good.json", {"acc": number(80.0)})
+    bad = tmp_path / "bad.json"
+    if text is not None:
+        bad.write_text(text)
+    assert compare_numbers.main([str(bad), good]) == 2
+    assert compare_numbers.main([good, str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith(f"compare_numbers: {bad}") and says in line for line in err)
 
 
 def test_the_book_threads_come_from_the_environment(monkeypatch):
@@ -124,9 +152,11 @@ def test_the_book_threads_come_from_the_environment(monkeypatch):
 
 
 def test_compare_lists_a_verdict_that_flipped_even_within_the_intervals(tmp_path, capsys):
-    first = {"diff": number(3.9, 3.4), "steady": number(7.2, 2.4)}  # 0.5 to 7.3: 'higher'
-    second = {"diff": number(2.2, 4.7), "steady": number(7.0, 2.0)}  # -2.5 to 6.9: 'cannot be told apart'
+    first = {"diff": number(3.9, 3.4, "difference"), "steady": number(7.2, 2.4, "difference"),  # 0.5 to 7.3
+             "val_acc": number(78.5, 81.5)}  # an accuracy whose interval crosses 0 is no verdict
+    second = {"diff": number(2.2, 4.7, "difference"), "steady": number(7.0, 2.0, "difference"),  # -2.5 to 6.9
+              "val_acc": number(84.5, 0.1)}
     status = compare_numbers.main([write(tmp_path / "a.json", first), write(tmp_path / "b.json", second)])
     out = capsys.readouterr().out
     assert status == 1 and "verdicts that flipped:\n  p::diff:" in out and "above 0 -> across 0" in out
-    assert "p::steady" not in out and "0 moved" in out
+    assert "p::steady" not in out and "p::val_acc" not in out and "0 moved" in out
