@@ -6,6 +6,7 @@ import os
 import statistics
 from collections.abc import Hashable, Mapping, Sequence
 
+from fedcore import design
 from fedcore.config import ConfigError, RunConfig
 from fedcore.results import RunResult
 from fedcore.runner import run_many
@@ -127,19 +128,42 @@ def paired_runs(
     return Comparison(paired(seed_values(a, column, rnd), seed_values(b, column, rnd)).difference.scaled(scale))
 
 
+def rule(results: Sequence[RunResult], seeds: int, more: int, wide: float) -> int:
+    """The seeds the spread rule asks for, judged on the first ``seeds`` runs: ``more`` where a seed diverged
+    or the final test accuracy's standard deviation is above ``wide`` points, else ``seeds``."""
+    first = results[:seeds]
+    spread = len(first) > 1 and statistics.stdev(seed_values(first)) * 100 > wide
+    return max(more, seeds) if any(r.diverged for r in first) or spread else seeds
+
+
+def over_seeds(
+    configs: Mapping[Hashable, RunConfig], counts: Mapping[Hashable, int], kind: str = "federated",
+    have: Mapping[Hashable, list[RunResult]] | None = None,
+) -> dict[Hashable, list[RunResult]]:
+    """Each configuration over seeds 0..counts[name]-1 (keeping the runs ``have`` already holds), the missing
+    ones trained together across the cores; diverged runs come back marked."""
+    have = have or {}
+    jobs = [(n, s) for n in configs for s in range(len(have.get(n, [])), counts[n])]
+    results = run_many([(configs[n].replace(seed=s), kind) for n, s in jobs], allow_divergence=True)
+    out = {n: list(have.get(n, [])) for n in configs}
+    for (n, _), result in zip(jobs, results, strict=True):
+        out[n].append(result)
+    return out
+
+
 def seeded(
     configs: Mapping[Hashable, RunConfig], kind: str = "federated", seeds: int = 3, more: int = 5, wide: float = 2.0
 ) -> dict[Hashable, list[RunResult]]:
-    """Each configuration over seeds 0..seeds-1, and over seeds 0..more-1 where that was not enough: the
-    final test accuracy's standard deviation is above ``wide`` points, or a seed diverged. Runs missing
-    from the store train together across the cores; diverged runs come back marked."""
-    first = run_many([(c.replace(seed=s), kind) for c in configs.values() for s in range(seeds)],
-                     allow_divergence=True)
-    out = {name: first[i * seeds : (i + 1) * seeds] for i, name in enumerate(configs)}
-    spread = [name for name, rs in out.items()
-              if any(r.diverged for r in rs) or (seeds > 1 and statistics.stdev(seed_values(rs)) * 100 > wide)]
-    extra = run_many([(configs[n].replace(seed=s), kind) for n in spread for s in range(seeds, more)],
-                     allow_divergence=True)
-    for i, name in enumerate(spread):
-        out[name] = out[name] + extra[i * (more - seeds) : (i + 1) * (more - seeds)]
+    """Each configuration over seeds 0..seeds-1, and over seeds 0..more-1 where that was not enough (``rule``:
+    the final accuracy's standard deviation above ``wide`` points, or a seed diverged). In the book's build the
+    design (fedcore.design) pins each series' seeds instead, and a series whose rule would now ask for more
+    says so in the design log. Missing runs train together across the cores; diverged runs come back marked."""
+    counts = design.pinned(configs)
+    if counts is not None:
+        out = over_seeds(configs, counts, kind)
+        design.note({n: rule(rs, seeds, more, wide) for n, rs in out.items()}, counts)
+        return out
+    out = over_seeds(configs, dict.fromkeys(configs, seeds), kind)
+    out = over_seeds(configs, {n: rule(rs, seeds, more, wide) for n, rs in out.items()}, kind, have=out)
+    design.record({n: len(rs) for n, rs in out.items()})
     return out

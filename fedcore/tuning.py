@@ -13,8 +13,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
+from fedcore import design
 from fedcore.config import RunConfig
-from fedcore.experiments import REMEDIES, STANDARD, grid, paired_runs, require, seed_values, seeded
+from fedcore.experiments import REMEDIES, STANDARD, over_seeds, paired_runs, require, rule, seed_values
 from fedcore.results import RunResult
 from fedcore.runner import run_many
 from fedcore.stats import Estimate, estimate
@@ -28,6 +29,7 @@ SCENARIOS: dict[str, dict[str, object]] = {
 VALIDATION = 6000  # training images held out (10%): the workers share the other 54,000
 TUNING_SEEDS = 2
 LAST = 5  # final rounds whose validation accuracy is averaged (less noise than the last round alone)
+SEEDS, MORE_SEEDS, WIDE = 3, 5, 2.0  # the spread rule of experiments.seeded: 3 seeds, 5 where sd > 2 points
 CLOSE_SEEDS = 10  # seeds of a remedy and the baseline where its verdict against the baseline is close
 
 Candidate = tuple[str, int]  # (remedy, index in its grid)
@@ -90,23 +92,37 @@ def chosen(scenario: str) -> dict[str, dict[str, object]]:
     return {m: grid[picks.get(m, 0)] for m, grid in REMEDIES.items()}
 
 
+def wanted(series: dict[str, list[RunResult]], methods: Sequence[str]) -> dict[str, int]:
+    """The seeds the rules ask for each method, judged on the runs at hand: the spread rule
+    (``experiments.rule``), then every method at least as many as the baseline (``methods[0]``), so that each
+    is compared with it on the same seeds; where a method's verdict against the baseline is close
+    (``Comparison.close``), it and the baseline CLOSE_SEEDS."""
+    baseline = methods[0]
+    first = {m: rule(series[m], SEEDS, MORE_SEEDS, WIDE) for m in methods}
+    counts = {m: max(first[m], first[baseline]) for m in methods}
+    close = [m for m in methods[1:]
+             if paired_runs(series[m][: counts[m]], series[baseline][: counts[baseline]]).close]
+    for m in [baseline, *close] if close else []:
+        counts[m] = max(counts[m], CLOSE_SEEDS)
+    return counts
+
+
 def comparison(scenario: str, methods: Sequence[str]) -> dict[str, list[RunResult]]:
-    """Each method at its chosen setting over the seeds ``experiments.seeded`` asks for, then every method over
-    as many seeds as the baseline (``methods[0]``) got, so that each is compared with it on the same seeds;
-    where a method's verdict against the baseline is close (``Comparison.close``), both run CLOSE_SEEDS."""
+    """Each method at its chosen setting over the seeds ``wanted`` asks for (first SEEDS each, then more as the
+    rules say), trained together where missing. In the book's build the design (fedcore.design) pins each
+    method's seeds instead, and a method whose rules would now ask for more says so in the design log."""
     settings = chosen(scenario)
     start = base(scenario)
     configs = {m: start.replace(**settings[m]) for m in methods}
-    series = seeded(configs)
+    counts = design.pinned(configs)
+    if counts is not None:
+        series = over_seeds(configs, counts)
+        design.note(wanted(series, methods), counts)
+        return series
+    series = over_seeds(configs, dict.fromkeys(configs, SEEDS))
     baseline = methods[0]
-    _extend(series, configs, dict.fromkeys(methods, len(series[baseline])))
-    close = [m for m in methods[1:] if paired_runs(series[m], series[baseline]).close]
-    _extend(series, configs, dict.fromkeys([baseline, *close], CLOSE_SEEDS) if close else {})
+    spread = {m: rule(series[m], SEEDS, MORE_SEEDS, WIDE) for m in methods}
+    series = over_seeds(configs, {m: max(spread[m], spread[baseline]) for m in methods}, have=series)
+    series = over_seeds(configs, wanted(series, methods), have=series)
+    design.record({m: len(rs) for m, rs in series.items()})
     return series
-
-
-def _extend(series: dict[str, list[RunResult]], configs: dict[str, RunConfig], seeds: dict[str, int]) -> None:
-    """Add the runs of seeds len(series[m])..seeds[m]-1 to each method m's series (trained together)."""
-    extra = {(m, s): configs[m].replace(seed=s) for m, n in seeds.items() for s in range(len(series[m]), n)}
-    for (m, _), result in zip(extra, grid(extra).values(), strict=True):
-        series[m] = [*series[m], result]

@@ -1,6 +1,6 @@
 import pytest
 
-from fedcore import tuning
+from fedcore import design, experiments, tuning
 from fedcore.config import ConfigError
 from fedcore.experiments import GRID_SIZE, REMEDIES
 from fedcore.results import RunResult
@@ -54,26 +54,54 @@ def test_a_grid_value_reads_as_words():
     assert tuning.setting({}) == "standard settings"
 
 
-def test_every_method_is_topped_up_to_the_baselines_seeds(monkeypatch):
-    monkeypatch.setattr(tuning, "chosen", lambda scenario: {m: grid[0] for m, grid in REMEDIES.items()})
-    wide = {"fedavg": 5, "scaffold": 5, "fedadam": 3}
-    monkeypatch.setattr(tuning, "seeded", lambda configs: {m: [fake(0.8)] * wide[m] for m in configs})
+def fake_training(monkeypatch, finals: dict[str, list[float]]) -> list[tuple[str, int]]:
+    """Replace training: a run of method m (by strategy) and seed s ends at finals[m][s] (0.8 beyond the list);
+    returns the (method, seed) pairs asked for, in order."""
     asked = []
-    monkeypatch.setattr(tuning, "grid", lambda configs: asked.extend(configs) or {k: fake(0.7) for k in configs})
+
+    def run_many(jobs, **kwargs):
+        asked.extend((c.strategy, c.seed) for c, _ in jobs)
+        return [fake(finals[c.strategy][c.seed] if c.seed < len(finals[c.strategy]) else 0.8) for c, _ in jobs]
+
+    monkeypatch.setattr(experiments, "run_many", run_many)
+    monkeypatch.setattr(tuning, "chosen", lambda scenario: {m: grid[0] for m, grid in REMEDIES.items()})
+    return asked
+
+
+def test_every_method_is_topped_up_to_the_baselines_seeds(monkeypatch):
+    spread = [0.70, 0.80, 0.90]  # sd 10 points: the spread rule asks for 5 seeds
+    asked = fake_training(monkeypatch, {"fedavg": spread, "scaffold": spread, "fedadam": [0.8] * 3})
     series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam"])
     assert {m: len(rs) for m, rs in series.items()} == {"fedavg": 5, "scaffold": 5, "fedadam": 5}
-    assert asked == [("fedadam", 3), ("fedadam", 4)]  # the baseline's seeds 3 and 4, nothing else
+    first = [(m, s) for m in ("fedavg", "scaffold", "fedadam") for s in range(3)]
+    assert asked == [*first, *[(m, s) for m in ("fedavg", "scaffold", "fedadam") for s in (3, 4)]]
 
 
 def test_a_close_verdict_runs_the_remedy_and_the_baseline_on_more_seeds(monkeypatch):
-    monkeypatch.setattr(tuning, "chosen", lambda scenario: {m: grid[0] for m, grid in REMEDIES.items()})
     fedavg = [0.80, 0.82, 0.81, 0.79, 0.80]
     finals = {"fedavg": fedavg, "scaffold": [0.83, 0.84, 0.82, 0.80, 0.86],  # +2.6 points, interval 0.03 to 5.2
               "fedadam": [a + 0.10 + 0.001 * i for i, a in enumerate(fedavg)]}  # +10 points, clearly
-    monkeypatch.setattr(tuning, "seeded", lambda configs: {m: [fake(a) for a in finals[m]] for m in configs})
-    asked = []
-    monkeypatch.setattr(tuning, "grid", lambda configs: asked.extend(configs) or {k: fake(0.8) for k in configs})
+    finals["fedavg"][1] = 0.86  # sd over the first three above 2 points: five seeds for the baseline
+    finals["scaffold"] = [a + d for a, d in zip(finals["fedavg"], [0.03, 0.02, 0.01, 0.01, 0.06], strict=True)]
+    asked = fake_training(monkeypatch, finals)
     series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam"])
     n = tuning.CLOSE_SEEDS
     assert {m: len(rs) for m, rs in series.items()} == {"fedavg": n, "scaffold": n, "fedadam": 5}
-    assert asked == [(m, s) for m in ("fedavg", "scaffold") for s in range(5, n)]
+    assert asked[-2 * (n - 5):] == [(m, s) for m in ("fedavg", "scaffold") for s in range(5, n)]
+
+
+def test_in_the_book_the_design_pins_each_methods_seeds_and_logs_what_the_rules_would_add(monkeypatch, tmp_path):
+    spread = [0.70, 0.80, 0.90]  # the spread rule would ask for 5 seeds of FedAvg, so of every method
+    asked = fake_training(monkeypatch, {"fedavg": spread, "scaffold": spread, "fedadam": [0.8] * 4})
+    path, log = tmp_path / "design.yml", tmp_path / "design.log"
+    path.write_text("remedies: {fedavg: 3, scaffold: 3, fedadam: 4}\n")
+    monkeypatch.setenv(design.DESIGN_ENV, str(path))
+    monkeypatch.setenv(design.PAGE_ENV, "remedies")
+    monkeypatch.setenv(design.LOG_ENV, str(log))
+    series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam"])
+    assert {m: len(rs) for m, rs in series.items()} == {"fedavg": 3, "scaffold": 3, "fedadam": 4}
+    assert sorted(asked) == sorted([(m, s) for m in ("fedavg", "scaffold") for s in range(3)]
+                                   + [("fedadam", s) for s in range(4)])
+    assert log.read_text().splitlines() == [
+        f"remedies: {m} runs the {n} seeds the design pins; its rule would now propose 5"
+        for m, n in (("fedavg", 3), ("scaffold", 3), ("fedadam", 4))]
