@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export FEDCORE_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: book test check-book benchmark clean fashion-mnist
+.PHONY: book design numbers-reference test test-avx2 check-book benchmark clean fashion-mnist
 
 $(VENV)/installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,15 @@ $(VENV)/installed: pyproject.toml
 
 book: $(VENV)/installed fashion-mnist
 	$(PY) scripts/build_book.py
+
+# Execute every notebook again with the seed rules deciding, and write the design (book/design.yml) anew.
+design: $(VENV)/installed fashion-mnist
+	FEDCORE_DESIGN_RECORD=1 $(PY) scripts/build_book.py
+
+# Make the last build's numbers the committed reference that every `make book` compares with.
+numbers-reference:
+	@test -s _build/html/numbers.json || { echo "no _build/html/numbers.json: run make book first"; exit 2; }
+	cp _build/html/numbers.json book/numbers.json
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist package, where installed (else torchvision downloads it).
 FASHION := /usr/share/datasets/fashion-mnist
@@ -34,6 +43,11 @@ check-book: $(VENV)/installed
 test: $(VENV)/installed fashion-mnist
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# The tests again on torch's and MKL's AVX2 kernels (on an AVX-512 machine they round otherwise): an
+# assertion that only one processor's rounding meets shows up here.
+test-avx2: $(VENV)/installed fashion-mnist
+	ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PY) -m pytest -q
 
 benchmark: $(VENV)/installed
 	$(PY) benchmarks/round_speed.py

@@ -7,7 +7,14 @@ page title, and the figures it glued are written beside the book as
 ``book/notebooks/figures/<output>/<key>.png`` for the chapters' numbered ``{figure}`` directives. Every
 number the notebooks glued (fedcore.report: value, 95% interval, seeds, kind) goes, with the page and
 notebook that made it, into ``_build/html/numbers.json``; a number glued bare stops the build.
-``scripts/compare_numbers.py`` compares two such files. Seconds per notebook and in total are printed at the end.
+The build ends by comparing them with the committed reference ``book/numbers.json``
+(``scripts/compare_numbers.py``) and fails where a verdict flipped, a number moved, changed, appeared or went
+missing; ``make numbers-reference`` makes a build's numbers the reference, in the commit that moved them.
+
+Every page runs the seeds the committed design ``book/design.yml`` pins for it (fedcore.design); where a rule
+would now ask for more, the design log printed at the end says so. With $FEDCORE_DESIGN_RECORD=1 (``make
+design``) every notebook is executed again, the rules decide, and the design is written anew.
+Seconds per notebook and in total are printed at the end.
 
     python scripts/build_book.py            # notebooks, then jupyter-book build with warnings as errors
     python scripts/build_book.py --force    # re-execute every notebook
@@ -33,7 +40,7 @@ import papermill
 import torch
 import yaml
 
-from fedcore import notebook, report
+from fedcore import design, notebook, report
 from fedcore.config import ConfigError
 from fedcore.experiments import STANDARD
 from fedcore.store import write_atomic
@@ -43,6 +50,10 @@ ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "book" / "manifest.yml"
 OUTPUT_DIR = ROOT / "book" / "notebooks"
 FIGURES_DIR = OUTPUT_DIR / "figures"
+DESIGN = ROOT / "book" / "design.yml"
+REFERENCE = ROOT / "book" / "numbers.json"
+DESIGN_LOG = ROOT / "_build" / "design.log"
+NUMBERS = ROOT / "_build" / "html" / "numbers.json"
 
 
 def load_manifest(path: Path = MANIFEST) -> list[dict]:
@@ -51,9 +62,10 @@ def load_manifest(path: Path = MANIFEST) -> list[dict]:
 
 
 def code_hash() -> str:
+    """fedcore's sources and the design: a change to either re-executes every notebook."""
     digest = hashlib.sha256()
-    for source in sorted((ROOT / "fedcore").glob("*.py")):
-        digest.update(source.read_bytes())
+    for source in [*sorted((ROOT / "fedcore").glob("*.py")), DESIGN]:
+        digest.update(source.read_bytes() if source.exists() else b"")
     return digest.hexdigest()
 
 
@@ -61,6 +73,13 @@ def fingerprint(entry: dict, code: str, others: list[str] = ()) -> str:
     notebook = (ROOT / "notebooks" / f"{entry['notebook']}.ipynb").read_bytes()
     payload = json.dumps([entry["parameters"], code, list(others)], sort_keys=True).encode()
     return hashlib.sha256(notebook + payload).hexdigest()
+
+
+def fingerprints(entries: list[dict], code: str) -> dict[str, str]:
+    """Each entry's fingerprint by output; a ``summary`` entry's covers every other one's."""
+    prints = {e["output"]: fingerprint(e, code) for e in entries if not e.get("summary")}
+    return {e["output"]: fingerprint(e, code, sorted(prints.values())) if e.get("summary") else prints[e["output"]]
+            for e in entries}
 
 
 def stored_fingerprint(output: Path) -> str | None:
@@ -84,6 +103,7 @@ def execute(entry: dict, print_: str, output: Path) -> float:
     """Run one notebook into ``output`` (written whole or not at all); its seconds."""
     source = ROOT / "notebooks" / f"{entry['notebook']}.ipynb"
     partial = output.with_suffix(".partial.ipynb")
+    os.environ[design.PAGE_ENV] = entry["output"]  # the kernel inherits it: the design's page
     start = time.perf_counter()
     try:
         papermill.execute_notebook(source, partial, parameters=entry["parameters"], kernel_name="python3",
@@ -164,47 +184,78 @@ def build_info() -> dict[str, object]:
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def compare_with_reference(reference: Path = REFERENCE, numbers: Path = NUMBERS) -> bool:
+    """Print the comparison of this build's numbers with the reference; whether they agree."""
+    compare_numbers = ROOT / "scripts" / "compare_numbers.py"
+    print(f"\ncomparing with the reference {reference.relative_to(ROOT)}:", flush=True)
+    return subprocess.run([sys.executable, str(compare_numbers), str(reference), str(numbers)],
+                          check=False).returncode == 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="re-execute every notebook")
     parser.add_argument("--no-book", action="store_true", help="execute the notebooks only")
     args = parser.parse_args()
+    recording = design.recording()
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    entries, code = load_manifest(), code_hash()
+    DESIGN_LOG.parent.mkdir(parents=True, exist_ok=True)
+    DESIGN_LOG.unlink(missing_ok=True)
+    if recording:  # the rules decide every page's seeds anew
+        DESIGN.unlink(missing_ok=True)
+    os.environ |= {design.DESIGN_ENV: str(DESIGN), design.LOG_ENV: str(DESIGN_LOG)}
+    entries = load_manifest()
     check_parameters(entries)
-    prints = {e["output"]: fingerprint(e, code) for e in entries if not e.get("summary")}
+    prints = fingerprints(entries, code_hash())
     times: list[tuple[str, str]] = []
     start = time.perf_counter()
     for entry in entries:
-        print_ = fingerprint(entry, code, sorted(prints.values())) if entry.get("summary") else prints[entry["output"]]
         output = OUTPUT_DIR / f"{entry['output']}.ipynb"
-        if not args.force and stored_fingerprint(output) == print_:
+        if not (args.force or recording) and stored_fingerprint(output) == prints[entry["output"]]:
             times.append((entry["output"], "unchanged"))
             continue
         print(f"executing {entry['notebook']} -> {output.relative_to(ROOT)} {entry['parameters']}", flush=True)
-        times.append((entry["output"], f"{execute(entry, print_, output):.1f} s"))
+        times.append((entry["output"], f"{execute(entry, prints[entry['output']], output):.1f} s"))
+    if recording:  # the design they wrote is part of every fingerprint: stamp the pages with the final ones
+        for output, print_ in fingerprints(entries, code_hash()).items():
+            book = nbformat.read(OUTPUT_DIR / f"{output}.ipynb", as_version=4)
+            book.metadata["tenwrongs"]["fingerprint"] = print_
+            replace_bytes(OUTPUT_DIR / f"{output}.ipynb", nbformat.writes(book).encode())
     for entry in entries:
         publish_page(entry, OUTPUT_DIR / f"{entry['output']}.ipynb")
     numbers = collect_numbers(entries)
     notebooks = time.perf_counter() - start
-    failed = False
+    failed = []
     if not args.no_book:
         book_start = time.perf_counter()
         shutil.rmtree(ROOT / "_build" / "html", ignore_errors=True)  # no stale pages from earlier builds
         jupyter_book = str(Path(sys.executable).parent / "jupyter-book")
         build = [jupyter_book, "build", str(ROOT), "-W", "-n", "--keep-going", "--all"]
-        failed = subprocess.run(build, cwd=ROOT, check=False).returncode != 0
+        if subprocess.run(build, cwd=ROOT, check=False).returncode != 0:
+            failed.append("jupyter-book build (warnings are errors; see above)")
         payload = {"build": build_info(), "numbers": numbers}
-        write_atomic(ROOT / "_build" / "html" / "numbers.json", json.dumps(payload, indent=1) + "\n")
-        print(f"{len(numbers)} glued numbers in _build/html/numbers.json")
+        write_atomic(NUMBERS, json.dumps(payload, indent=1) + "\n")
+        print(f"{len(numbers)} glued numbers in {NUMBERS.relative_to(ROOT)}")
         times.append(("jupyter-book build", f"{time.perf_counter() - book_start:.1f} s"))
+        if recording:
+            print(f"design recorded in {DESIGN.relative_to(ROOT)}; `make numbers-reference` makes these numbers "
+                  "the reference")
+        elif not REFERENCE.exists():
+            failed.append(f"no reference {REFERENCE.relative_to(ROOT)} to compare with: `make numbers-reference`")
+        elif not compare_with_reference():
+            failed.append(f"the numbers differ from the reference {REFERENCE.relative_to(ROOT)} (see above); where "
+                          "the change is meant, `make numbers-reference` and commit the reference with it")
+    notes = DESIGN_LOG.read_text().splitlines() if DESIGN_LOG.exists() else []
+    print(f"\ndesign log: {len(notes)} series whose rule would now ask for more seeds than the design pins")
+    for line in notes:
+        print(f"  {line}")
     print("\nbuild times")
     for name, seconds in times:
         print(f"  {name:<28} {seconds}")
     print(f"  {'notebooks':<28} {notebooks:.1f} s")
     print(f"  {'total':<28} {time.perf_counter() - start:.1f} s")
     if failed:
-        sys.exit("FAILED: jupyter-book build (warnings are errors; see above)")
+        sys.exit("FAILED: " + "; ".join(failed))
 
 
 if __name__ == "__main__":
