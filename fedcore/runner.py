@@ -40,7 +40,8 @@ def run(
 
     A stored file that is not a whole run of ``config`` is named in a warning and replaced; one recorded
     with less detail (``eval_workers``) than asked is replaced silently. Before training, ``check``
-    raises ConfigError for what would fail later. A run whose loss became NaN or infinite is stored
+    raises ConfigError for what would fail later; a result that cannot be written all the same is a
+    WriteError naming the file. A run whose loss became NaN or infinite is stored
     with the rounds before it, marked ``diverged``, and raises TrainingDiverged unless
     ``allow_divergence`` (a sweep then shows where it stopped)."""
     store = store or RunStore()
@@ -60,9 +61,9 @@ def run(
 
 
 def check(config: RunConfig, kind: str, store: RunStore) -> None:
-    """Check, before any training, what would otherwise fail during it: the store's folder is writable,
-    the device exists, the data load (whole files) and the allocation gives every worker data.
-    Raises ConfigError naming the parameter (``runs_dir``, ``device``, ``data_dir``, ``workers``, ...)."""
+    """Check, before any training, what would otherwise fail during it: the store's folder is writable and
+    has room for the run, the device exists, the data load (whole files) and the allocation gives every
+    worker data. Raises ConfigError naming the parameter (``runs_dir``, ``device``, ``data_dir``, ``workers``, ...)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     store.check_writable()
@@ -73,6 +74,7 @@ def check(config: RunConfig, kind: str, store: RunStore) -> None:
         raise ConfigError(f"data_dir must hold the {config.dataset} dataset: {err}", param="data_dir") from err
     if kind != "centralized":
         allocate(config, data.train_y)
+    store.check_room([(config, kind)])
 
 
 class _Nowhere(RunStore):
@@ -85,6 +87,9 @@ class _Nowhere(RunStore):
         return self.path(result.key)
 
     def check_writable(self) -> None:
+        return None
+
+    def check_room(self, jobs: Sequence[tuple[RunConfig, str]]) -> None:
         return None
 
     def remove_stale_temporaries(self, before: float) -> list[Path]:
