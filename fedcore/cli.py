@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from fedcore import notebook, sweep
+from fedcore import experiments, notebook, sweep
 from fedcore.config import (
     ALLOCATIONS,
     DATASETS,
@@ -27,7 +27,6 @@ from fedcore.config import (
     with_local_work,
 )
 from fedcore.engine import TrainingDiverged
-from fedcore.experiments import STANDARD
 from fedcore.runner import check, run
 from fedcore.store import RunStore, check_writable, write_atomic
 
@@ -84,10 +83,11 @@ def _batch_size(text: str) -> int | None:
 
 
 def _standard_help() -> str:
-    changed = [f"{f.name}={getattr(STANDARD, f.name)}" for f in dataclasses.fields(RunConfig)
-               if getattr(STANDARD, f.name) != getattr(RunConfig(), f.name)]
+    defaults = RunConfig()
+    changed = [f"{k}={v}" for k, v in experiments.STANDARD_SETTINGS.items() if v != getattr(defaults, k)]
     return ("start from the report's standard settings (fedcore.experiments.STANDARD: " + ", ".join(changed)
-            + ") instead of the defaults above, so that runs are shared with the book; other options override them")
+            + f", threads=${experiments.THREADS_ENV} or 1) instead of the defaults above, so that runs are shared "
+              "with the book; other options override them")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -117,7 +117,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def option_error(err: ConfigError) -> str:
-    """The error's message with its parameter name(s) written as options: 'bias must ...' -> '--bias must ...'."""
+    """The error's message with its parameter name(s) written as options: 'bias must ...' -> '--bias must ...'
+    (an environment variable's, '$NAME must ...', is left as it is)."""
+    if err.param.startswith("$"):
+        return str(err)
     options = "/".join("--" + name.replace("_", "-") for name in err.param.split("/"))
     text = str(err)
     return options + text[len(err.param):] if text.startswith(err.param) else f"{options}: {text}"
@@ -126,7 +129,7 @@ def option_error(err: ConfigError) -> str:
 def config_from(args: argparse.Namespace) -> RunConfig:
     """The run the options ask for: the defaults (or STANDARD with --standard) with the options given."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
-    return (STANDARD if args.standard else RunConfig()).replace(**with_local_work(given))
+    return (experiments.standard() if args.standard else RunConfig()).replace(**with_local_work(given))
 
 
 def run_command(args: argparse.Namespace) -> int:
