@@ -10,18 +10,16 @@ in the main process instead, with one warning saying how to use all cores.
 from __future__ import annotations
 
 import ast
+import multiprocessing
 import os
 import signal
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-
-PARENT_POLL_S = 0.5  # how often a child checks that its parent is still there
 
 
 class WorkerDied(RuntimeError):
@@ -29,16 +27,25 @@ class WorkerDied(RuntimeError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread where ``terminate_as_interrupt`` is in force: the same clean-up as Ctrl-C."""
+    """SIGTERM, raised in the main thread inside ``sigterm_as_interrupt``: the same clean-up as Ctrl-C."""
 
 
-def terminate_as_interrupt() -> None:
-    """From now on SIGTERM raises Terminated in the main thread, so that pools close as on Ctrl-C."""
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside, SIGTERM raises Terminated in the main thread, so that pools close as on Ctrl-C (the command
+    line's way; elsewhere SIGTERM ends the process at once, and the children follow: see ``child_started``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def handler(signum: int, frame: object) -> None:
         raise Terminated
 
-    signal.signal(signal.SIGTERM, handler)
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @contextmanager
@@ -54,14 +61,15 @@ def children_ignore_ctrl_c() -> Iterator[None]:
 
 
 def child_started() -> None:
-    """In a worker process: ignore Ctrl-C, and exit as soon as the parent is gone (even killed with SIGKILL)
-    rather than train for nobody."""
+    """In a spawned worker process: ignore Ctrl-C, and exit as soon as the parent is gone (even killed with
+    SIGKILL, even before this ran) rather than train for nobody."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_POLL_S)
+        parent.join()  # returns once the parent's end of the spawn pipe is closed: it exited or was killed
         os._exit(1)
 
     threading.Thread(target=watch, name="fedcore-parent-watch", daemon=True).start()

@@ -201,6 +201,33 @@ def test_a_bad_fedcore_threads_does_not_break_the_import():
     assert done.returncode == 0 and "usage: python -m fedcore" in done.stdout and done.stderr == ""
 
 
+def test_a_full_disk_is_refused_before_training_or_named_in_one_line(tmp_path, capsys, monkeypatch, toy):
+    import errno
+    import shutil
+
+    from fedcore.engine import run_federated
+
+    calls = []
+    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": lambda c, progress: calls.append(c) or
+                                                 run_federated(c, progress=False, data=toy)})
+    runs = tmp_path / "runs"
+    argv = ["run", "--rounds", "1", "--local-steps", "2", "--runs-dir", str(runs), "--no-progress"]
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10, 10))
+        assert "--runs-dir must have room for what will be written there" in _fails(capsys, argv)
+    assert calls == [] and not runs.exists()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("fedcore.store.os.fsync", full)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and len(calls) == 1
+    assert err.startswith(f"python -m fedcore run: could not write {runs}/") and "No space left on device" in err
+    assert list(runs.iterdir()) == []
+
+
 def test_a_failed_check_leaves_no_folder_behind(monkeypatch, tmp_path, capsys, no_training):
     import torchvision.datasets
 
