@@ -40,23 +40,26 @@ def _wait_for_workers(pid: int, count: int) -> list[psutil.Process]:
     raise AssertionError(f"fewer than {count} worker processes started")
 
 
+def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in processes:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:  # a zombie has ended
+                out.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
 def _gone(processes: list[psutil.Process]) -> bool:
-    """Whether every process ended (within a bound, not a speed check: a zombie counts as ended)."""
+    """Whether every process ended within a bound (not a speed check); any left are killed, passing or not."""
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        alive = []
-        for p in processes:
-            try:
-                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(p)
-            except psutil.NoSuchProcess:
-                continue
-        if not alive:
-            return True
+    while _alive(processes) and time.monotonic() < deadline:
         time.sleep(0.2)
-    for p in alive:  # do not leave them to the other tests
+    left = _alive(processes)
+    for p in left:  # never leave them training for the other tests
         p.kill()
-    return False
+    return not left
 
 
 @pytest.mark.parametrize(("how", "status", "said"), [("ctrl-c", 130, "interrupted"), ("sigterm", 143, "terminated"),
@@ -64,22 +67,25 @@ def _gone(processes: list[psutil.Process]) -> bool:
 def test_stopping_a_sweep_stops_its_pool_and_leaves_no_process(tmp_path, how, status, said):
     cmd = [*FEDCORE, "sweep", "--grid", "seed=0,1", "--set", "rounds=1000", "--set", "local_steps=2", "--out",
            str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    below: list[psutil.Process] = []
     try:
-        main = psutil.Process(process.pid)
         _wait_for_workers(process.pid, 2)  # still starting (importing torch): Ctrl-C's worst moment
-        below = main.children(recursive=True)  # the workers and the resource tracker
+        below = psutil.Process(process.pid).children(recursive=True)  # the workers and the resource tracker
         if how == "ctrl-c":
             os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
         else:
             process.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
-        _, err = process.communicate(timeout=TIMEOUT_S)
+        process.wait(timeout=TIMEOUT_S)
     finally:
         process.kill()
+        gone = _gone(below)
+    err = process.stderr.read()  # read after the children ended: they hold the pipe open as long as they live
     assert process.returncode == status
     if said:
         assert err.strip() == said, err  # no traceback from the main process or from the pool's
-    assert _gone(below), [p.cmdline() for p in below if p.is_running()]
+    assert gone
     assert not list((tmp_path / "runs").glob("*.json")) and not (tmp_path / "out").exists()
 
 
@@ -87,6 +93,7 @@ def test_a_worker_process_that_dies_is_one_line(tmp_path):
     cmd = [*FEDCORE, "run", "--processes", "2", "--rounds", "1000", "--local-steps", "2", "--runs-dir",
            str(tmp_path / "runs")]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers: list[psutil.Process] = []
     try:
         seen = ""
         while "round/s" not in seen:  # the progress bar: rounds are training in the worker processes
@@ -98,10 +105,11 @@ def test_a_worker_process_that_dies_is_one_line(tmp_path):
         _, err = process.communicate(timeout=TIMEOUT_S)
     finally:
         process.kill()
+        gone = _gone(workers)
     assert process.returncode == 1
     assert "Traceback" not in err, err
     assert err.splitlines()[-1] == "python -m fedcore run: a fedcore worker process died (killed, or out of memory)"
-    assert _gone(workers) and not list((tmp_path / "runs").glob("*.json"))
+    assert gone and not list((tmp_path / "runs").glob("*.json"))
 
 
 def _script(tmp_path, name: str, code: str) -> subprocess.CompletedProcess:
