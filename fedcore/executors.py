@@ -105,7 +105,11 @@ _LOCAL_POOLS: dict[int, ProcessPoolExecutor] = {}
 
 def local_pool(size: int) -> ProcessPoolExecutor:
     """The process's spawn pool of ``size`` processes, started on first use (processes start as tasks come)
-    and kept for later calls; concurrent.futures shuts it down when the interpreter exits."""
+    and kept for later calls, replaced if one of its processes died meanwhile; concurrent.futures shuts it
+    down when the interpreter exits."""
+    kept = _LOCAL_POOLS.get(size)
+    if kept is not None and (kept._broken or not all(p.is_alive() for p in (kept._processes or {}).values())):
+        stop(kept)  # private attributes: no public way to ask whether a process died before Python 3.14
     if size not in _LOCAL_POOLS:
         context = multiprocessing.get_context("spawn")  # fork is unsafe once torch's thread pools exist
         _LOCAL_POOLS[size] = ProcessPoolExecutor(size, mp_context=context, initializer=child_started)
@@ -123,7 +127,10 @@ def stop(pool: ProcessPoolExecutor) -> None:
     for process in processes:
         process.terminate()
     for process in processes:
-        process.join()
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 @contextmanager

@@ -173,3 +173,9 @@ def test_the_local_pool_is_kept_across_calls_and_gives_the_same_bits(tmp_path, m
     for result in (first[1], second[1]):
         sequential = run_federated(TINY.replace(seed=result.config["seed"], processes=1), progress=False, data=mnist)
         assert _history(result.to_dict()) == _history(sequential.to_dict())
+    psutil.Process(min(pids)).kill()  # an idle process of the kept pool dies (out of memory, say)
+    assert _gone([psutil.Process(pid) for pid in pids if pid == min(pids)])
+    third = run_many([(TINY.replace(seed=4), "federated")] * 2, RunStore(tmp_path / "after"), processes=2,
+                     progress=False)
+    assert executors._LOCAL_POOLS[2] is not pool  # a fresh pool
+    assert _history(third[0].to_dict()) == _history(third[1].to_dict())
