@@ -16,20 +16,35 @@ THREADS_ENV = "FEDCORE_THREADS"
 
 
 def book_threads() -> int:
-    """Torch threads of the report's runs: $FEDCORE_THREADS where set (a rebuild with another count gives
-    other runs, whose numbers scripts/compare_numbers.py sets against the first build's), else 1."""
-    text = os.environ.get(THREADS_ENV, "1")
+    """Torch threads of the report's runs: $FEDCORE_THREADS where set and not empty (a rebuild with another
+    count gives other runs, whose numbers scripts/compare_numbers.py sets against the first build's), else 1."""
+    text = os.environ.get(THREADS_ENV) or "1"
     if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f"${THREADS_ENV} must be an integer >= 1; got {text!r}", param=THREADS_ENV)
+        raise ConfigError(f"${THREADS_ENV} must be an integer >= 1; got {text!r}", param=f"${THREADS_ENV}")
     return int(text)
 
 
 # Every federated run in the report, unless a notebook parameter changes it. Each worker's model is
 # scored on the first 1,000 test images every round, so any run can show its workers.
-STANDARD = RunConfig(
-    allocation="biased", workers=10, model="mlp", rounds=50, local_epochs=None, local_steps=50,
-    batch_size=32, lr=0.05, eval_workers=1000, threads=book_threads(),
-)
+STANDARD_SETTINGS: dict[str, object] = {
+    "allocation": "biased", "workers": 10, "model": "mlp", "rounds": 50, "local_epochs": None, "local_steps": 50,
+    "batch_size": 32, "lr": 0.05, "eval_workers": 1000,
+}
+
+
+def standard() -> RunConfig:
+    """The report's standard configuration, on ``book_threads()`` threads (the variable is read here, when
+    the configuration is used: a bad value stops that use, not every import of fedcore)."""
+    return RunConfig(**STANDARD_SETTINGS, threads=book_threads())
+
+
+def __getattr__(name: str) -> object:
+    """``STANDARD``: ``standard()``, built where it is used."""
+    if name == "STANDARD":
+        return standard()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 UNIFORM = "uniform"  # a series label: the uniform allocation rather than a bias level
 
 # The remedies compared at full bias, on equal rounds and equal worker compute: each is the standard
@@ -67,7 +82,7 @@ def check_biases(name: str, biases: object) -> None:
 def config_for(bias: float | str, seed: int, **changes: object) -> RunConfig:
     """The standard configuration at a bias level (or 'uniform') and seed."""
     allocation = {"allocation": "uniform"} if bias == UNIFORM else {"bias": float(bias)}
-    return STANDARD.replace(**allocation, seed=seed, **changes)
+    return standard().replace(**allocation, seed=seed, **changes)
 
 
 def label(bias: float | str) -> str:

@@ -5,9 +5,11 @@ evaluation; each round it sends the global parameters (about 0.8 MB for the 2NN)
 correction to the processes, which train their share of the chosen workers with the very function of
 the sequential path (``engine.train_local``) and send the updated parameters back. The shards reach the
 processes once per run, in shared memory. With ``threads=1`` the history is bitwise that of the
-sequential path, which stays for CUDA and for runs inside a pool or on a cluster (no oversubscription).
+sequential path, which stays for CUDA, for runs inside a pool or on a cluster (no oversubscription) and for
+a script's unguarded module-level code (fedcore.processes.can_spawn).
 
-The processes are started once (spawn, a second or two each) and kept for later runs of the same size.
+The processes are started once (spawn, a second or two each) and kept for later runs of the same size. They
+ignore Ctrl-C and exit with the main process; one that dies is a WorkerDied, said in one line.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import atexit
 import multiprocessing
 import os
 import pickle
-import signal
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -26,6 +27,7 @@ import torch
 
 from fedcore.config import RunConfig
 from fedcore.models import build
+from fedcore.processes import WorkerDied, can_spawn, child_started, children_ignore_ctrl_c
 from fedcore.training import Correction, FlatModel, steps_for
 
 if TYPE_CHECKING:
@@ -37,11 +39,13 @@ RoundFn = Callable[[int, float, torch.Tensor, list[Task]], list["Trained"]]
 
 def worker_processes(config: RunConfig, device: torch.device) -> int:
     """Processes for one run's local training: ``config.processes`` (default one per core), at most one
-    per worker of a round; 1 on CUDA, inside a daemonic process (which may not start children) and for
-    ``threads`` > 1 (the worker processes train on one thread: a run keyed by more would get other bits)."""
+    per worker of a round; 1 on CUDA, inside a daemonic process (which may not start children), for
+    ``threads`` > 1 (the worker processes train on one thread: a run keyed by more would get other bits) and
+    where the children would run the calling script again (``can_spawn``, which warns once)."""
     if device.type != "cpu" or multiprocessing.current_process().daemon or config.threads > 1:
         return 1
-    return max(1, min(config.processes or os.cpu_count() or 1, config.per_round))
+    wanted = max(1, min(config.processes or os.cpu_count() or 1, config.per_round))
+    return wanted if wanted == 1 or can_spawn() else 1
 
 
 def assign(costs: list[int], processes: int) -> list[list[int]]:
@@ -58,7 +62,7 @@ def _serve(conn: Connection) -> None:
     """A worker process: a ``setup`` message per run, then ``round`` messages; one reply to each; None ends it."""
     from fedcore.engine import configure_torch, train_local
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's: it closes the pool
+    child_started()  # Ctrl-C is the main process's (it closes the pool); gone with the main process
     configure_torch(1)
     state: tuple = ()
     while True:
@@ -90,13 +94,14 @@ class WorkerPool:
         self.size = size
         self.conns: list[Connection] = []
         self.procs = []
-        for _ in range(size):
-            parent, child = context.Pipe()
-            proc = context.Process(target=_serve, args=(child,), daemon=True, name="fedcore-worker")
-            proc.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(proc)
+        with children_ignore_ctrl_c():
+            for _ in range(size):
+                parent, child = context.Pipe()
+                proc = context.Process(target=_serve, args=(child,), daemon=True, name="fedcore-worker")
+                proc.start()
+                child.close()
+                self.conns.append(parent)
+                self.procs.append(proc)
 
     def alive(self) -> bool:
         return all(p.is_alive() for p in self.procs)
@@ -107,7 +112,7 @@ class WorkerPool:
             try:
                 status, reply = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError) as err:
-                raise RuntimeError("a fedcore worker process died (killed, or out of memory)") from err
+                raise WorkerDied("a fedcore worker process died (killed, or out of memory)") from err
             if status == "error":
                 raise RuntimeError(f"local training failed in a worker process:\n{reply}")
             out.append(reply)

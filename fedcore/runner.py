@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import as_completed
+from concurrent.futures import CancelledError, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from tqdm import tqdm
@@ -21,9 +22,10 @@ from fedcore.engine import (
     run_divergence,
     run_federated,
 )
-from fedcore.executors import executor, scheduler_address
+from fedcore.executors import WORKER_TIMEOUT_S, SchedulerError, executor, scheduler_address, stop
+from fedcore.processes import WorkerDied, can_spawn, children_ignore_ctrl_c
 from fedcore.results import RunResult
-from fedcore.store import RunStore
+from fedcore.store import RunStore, WriteError
 
 KINDS = {"federated": run_federated, "centralized": run_centralized, "divergence": run_divergence}
 
@@ -40,7 +42,8 @@ def run(
 
     A stored file that is not a whole run of ``config`` is named in a warning and replaced; one recorded
     with less detail (``eval_workers``) than asked is replaced silently. Before training, ``check``
-    raises ConfigError for what would fail later. A run whose loss became NaN or infinite is stored
+    raises ConfigError for what would fail later; a result that cannot be written all the same is a
+    WriteError naming the file. A run whose loss became NaN or infinite is stored
     with the rounds before it, marked ``diverged``, and raises TrainingDiverged unless
     ``allow_divergence`` (a sweep then shows where it stopped)."""
     store = store or RunStore()
@@ -60,9 +63,9 @@ def run(
 
 
 def check(config: RunConfig, kind: str, store: RunStore) -> None:
-    """Check, before any training, what would otherwise fail during it: the store's folder is writable,
-    the device exists, the data load (whole files) and the allocation gives every worker data.
-    Raises ConfigError naming the parameter (``runs_dir``, ``device``, ``data_dir``, ``workers``, ...)."""
+    """Check, before any training, what would otherwise fail during it: the store's folder is writable and
+    has room for the run, the device exists, the data load (whole files) and the allocation gives every
+    worker data. Raises ConfigError naming the parameter (``runs_dir``, ``device``, ``data_dir``, ``workers``, ...)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     store.check_writable()
@@ -73,6 +76,7 @@ def check(config: RunConfig, kind: str, store: RunStore) -> None:
         raise ConfigError(f"data_dir must hold the {config.dataset} dataset: {err}", param="data_dir") from err
     if kind != "centralized":
         allocate(config, data.train_y)
+    store.check_room([(config, kind)])
 
 
 class _Nowhere(RunStore):
@@ -85,6 +89,9 @@ class _Nowhere(RunStore):
         return self.path(result.key)
 
     def check_writable(self) -> None:
+        return None
+
+    def check_room(self, jobs: Sequence[tuple[RunConfig, str]]) -> None:
         return None
 
     def remove_stale_temporaries(self, before: float) -> list[Path]:
@@ -106,16 +113,20 @@ def completed(
     processes: int | None = None,
     scheduler: str | None = None,
     progress: bool = True,
+    worker_timeout: float = WORKER_TIMEOUT_S,
 ) -> Iterator[tuple[int, Outcome]]:
     """(index, result or the exception it raised) for each (config, kind) job: stored runs at once, then the
     missing ones as they finish, each written to ``store`` as it comes back (an interrupted call loses
     only the runs in flight). Diverged runs come back as results (``result.diverged`` says why).
 
-    Where they train: on the Dask cluster at ``scheduler`` (default $FEDCORE_SCHEDULER), else in a local
-    spawn pool of ``processes`` (default: the cores divided by the runs' threads), each run on its own
-    threads; a single missing run trains here, across its own worker processes (fedcore.parallel, for
-    one-thread runs), with ``progress`` bars. Before any training, the
-    store must be writable and (locally) ``check`` passes for every missing run, else ConfigError."""
+    Where they train: on the Dask cluster at ``scheduler`` (default $FEDCORE_SCHEDULER; SchedulerError when
+    it has no worker within ``worker_timeout`` seconds, or is lost), else in the process's local spawn pool
+    of ``processes`` (default: the cores divided by the runs' threads; kept for later calls), each run on its
+    own threads; a single missing run trains here, across its own worker processes (fedcore.parallel, for
+    one-thread runs), with ``progress`` bars, and so do all of them when called from a script's unguarded
+    module-level code (fedcore.processes.can_spawn). Before any training, the store must be writable with
+    room for the missing runs and (locally) ``check`` passes for each, else ConfigError; a result that
+    cannot be written stops the call with a WriteError."""
     store = store or RunStore()
     missing = []
     for i, (config, kind) in enumerate(jobs):
@@ -131,25 +142,47 @@ def completed(
     if address is None:  # a cluster's workers hold the data; here, check each run before any trains
         for i in missing:
             check(*jobs[i], store)
+    store.check_room([jobs[i] for i in missing])
     threads = max(jobs[i][0].threads for i in missing)  # one pool task per core's worth of threads
-    pool_size = min(processes or max(1, (os.cpu_count() or 1) // threads), len(missing))
-    if address is None and pool_size <= 1:
+    pool_size = processes or max(1, (os.cpu_count() or 1) // threads)
+    if address is None and (min(pool_size, len(missing)) <= 1 or not can_spawn()):
         for i in missing:
             try:
-                yield i, run(*jobs[i], store=store, progress=progress, allow_divergence=True)
+                outcome: Outcome = run(*jobs[i], store=store, progress=progress, allow_divergence=True)
+            except WriteError:
+                raise
             except Exception as err:
-                yield i, err
+                outcome = err
+            yield i, outcome
         return
-    with executor(pool_size, address) as pool:
-        futures = {pool.submit(train_one, *jobs[i]): i for i in missing}
-        for future in as_completed(futures):
+    yield from _pooled(jobs, missing, store, pool_size, address, worker_timeout)
+
+
+def _pooled(
+    jobs: Sequence[tuple[RunConfig, str]], missing: list[int], store: RunStore, pool_size: int,
+    address: str | None, worker_timeout: float,
+) -> Iterator[tuple[int, Outcome]]:
+    """``completed``'s missing runs as pool or cluster tasks, each stored as it comes back."""
+    with executor(pool_size, address, worker_timeout) as pool:
+        with children_ignore_ctrl_c():  # the local pool's processes start as tasks are submitted
+            futures = {pool.submit(train_one, *jobs[i]): i for i in missing}
+        broken = False
+        for done, future in enumerate(as_completed(futures)):
             try:
-                result = future.result()
+                outcome: Outcome = future.result()
+            except CancelledError as err:  # only Dask cancels a task we wait for: its scheduler is gone
+                raise SchedulerError(f"lost the Dask scheduler at {address!r}: {len(missing) - done} runs did not "
+                                     "come back (those that did are stored: start again to resume)") from err
+            except BrokenProcessPool:
+                broken = True
+                outcome = WorkerDied("a process of the local pool died (killed, or out of memory)")
             except Exception as err:
-                yield futures[future], err
-                continue
-            store.put(result)
-            yield futures[future], result
+                outcome = err
+            if isinstance(outcome, RunResult):
+                store.put(outcome)
+            yield futures[future], outcome
+        if broken:
+            stop(pool)
 
 
 def run_many(
@@ -159,14 +192,15 @@ def run_many(
     progress: bool = True,
     allow_divergence: bool = False,
     scheduler: str | None = None,
+    worker_timeout: float = WORKER_TIMEOUT_S,
 ) -> list[RunResult]:
     """Results of several (config, kind) pairs, in order; missing runs train as in ``completed``: in a
-    local pool or on a Dask cluster, one thread each. The first failure (or, unless ``allow_divergence``,
-    divergence) is raised once the run is stored."""
+    local pool (kept for later calls) or on a Dask cluster, one thread each. The first failure (or, unless
+    ``allow_divergence``, divergence) is raised once the run is stored."""
     results: list[RunResult | None] = [None] * len(jobs)
     # shown after a second only: a call whose runs are all stored (a notebook re-executed) prints no bar
     with tqdm(total=len(jobs), desc="runs", unit="run", disable=not progress, delay=1.0) as bar:
-        for i, outcome in completed(jobs, store, processes, scheduler, progress):
+        for i, outcome in completed(jobs, store, processes, scheduler, progress, worker_timeout):
             if isinstance(outcome, Exception):
                 raise outcome
             if outcome.diverged and not allow_divergence:

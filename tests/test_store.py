@@ -130,3 +130,60 @@ def test_a_read_only_runs_folder_is_refused_before_training(monkeypatch, tmp_pat
     with pytest.raises(ConfigError, match="Read-only file system"):
         run(CONFIG, store=RunStore(tmp_path), progress=False)
     assert trained == []
+
+
+@pytest.mark.parametrize("case", ["FIFO", "device", "oversized"])
+def test_a_store_entry_that_is_no_run_file_is_named_retrained_and_replaced(tmp_path, toy, trained, caplog, case):
+    from fedcore.store import READ_LIMIT, expected_bytes
+
+    store = RunStore(tmp_path)
+    path = store.path(CONFIG.key())
+    if case == "FIFO":
+        os.mkfifo(path)  # reading it would wait for a writer forever
+    elif case == "device":
+        path.symlink_to("/dev/zero")  # reading it would never end
+    else:
+        path.write_text(json.dumps(_whole_run(toy)) + " " * READ_LIMIT * expected_bytes(CONFIG))
+    with caplog.at_level(logging.WARNING, logger="fedcore.store"):
+        result = run(CONFIG, store=store, progress=False)
+    expected = {"FIFO": "is a FIFO, not a file", "device": "is a device, not a file",
+                "oversized": "more than any run of its configuration"}[case]
+    assert len(trained) == 1 and expected in caplog.text and str(path) in caplog.text
+    assert path.is_file() and not path.is_symlink() and json.loads(path.read_text())["key"] == result.key
+
+
+def test_a_folder_where_a_run_goes_is_refused_before_training(tmp_path, toy, trained):
+    store = RunStore(tmp_path)
+    store.path(CONFIG.key()).mkdir()
+    with pytest.raises(ConfigError, match=r"runs_dir must hold each run as a file; .* is a folder: remove it"):
+        run(CONFIG, store=store, progress=False)
+    assert trained == []
+
+
+@pytest.mark.parametrize("changes", [{}, {"eval_workers": 100}, {"workers": 40}, {"participation": 0.3},
+                                     {"rounds": 6, "validation": 100}])
+def test_the_expected_size_bounds_what_runs_take(toy, changes):
+    from fedcore.engine import run_centralized
+    from fedcore.store import expected_bytes
+
+    config = CONFIG.replace(**changes)
+    assert len(json.dumps(_whole_run(toy, config))) <= expected_bytes(config)
+    central = run_centralized(config, progress=False, data=toy).to_dict()
+    assert len(json.dumps(central)) <= expected_bytes(config, "centralized")
+
+
+def test_a_run_is_refused_before_training_without_room_and_a_failed_write_names_the_file(
+        tmp_path, toy, trained, monkeypatch):
+    import shutil
+
+    from fedcore.store import WriteError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 100, 100))
+        with pytest.raises(ConfigError, match=r"runs_dir must have room .* MB needed, 0.0 MB free"):
+            run(CONFIG, store=RunStore(tmp_path / "runs"), progress=False)
+    assert trained == [] and not (tmp_path / "runs").exists()
+    monkeypatch.setattr("fedcore.store.os.replace", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    with pytest.raises(WriteError, match=r"could not write .*runs/[0-9a-f]{16}\.json: full") as err:
+        run(CONFIG, store=RunStore(tmp_path / "runs"), progress=False)
+    assert err.value.errno == errno.ENOSPC and len(trained) == 1 and list((tmp_path / "runs").iterdir()) == []
