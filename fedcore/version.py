@@ -21,7 +21,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # store and the command line only read or show results and are left out.
 RESULT_SOURCES = (
     "engine.py",
+    "local.py",
     "training.py",
+    "losses.py",
     "strategies.py",
     "allocation.py",
     "models.py",
