@@ -82,6 +82,11 @@ def plan(shards: list[torch.Tensor], steps: list[int], batch_size: int | None, g
     return Plan(index, valid, active)
 
 
+def gather(tensor: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``tensor[rows]`` (rows of any shape), by ``index_select``: about three times as fast on CPU."""
+    return tensor.index_select(0, rows.flatten()).view(*rows.shape, *tensor.shape[1:])
+
+
 def train_workers(
     model: FlatModel, train: Shard, shards: list[torch.Tensor], test: Shard, config: RunConfig, rnd: int, lr: float,
     global_params: torch.Tensor, tasks: list[Task], lockstep: bool = True,
@@ -113,7 +118,7 @@ def train_workers(
     optimizer = SGD(lr, config.momentum, config.weight_decay)
     for t, a in enumerate(rounds.active):
         rows = index[t, :a]
-        xb, yb = x[rows], y[rows]
+        xb, yb = gather(x, rows), gather(y, rows)
         stack.gradient(a, xb, yb, valid[t, :a], loss, None if teacher is None else teacher.logits(xb))
         if correction is not None:
             correction.rows(a)(stack.grad[:a], stack.params[:a])

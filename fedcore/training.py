@@ -172,7 +172,7 @@ def batch_stream(
     """Endless (x, y) batches in the order of ``batch_positions``, each gathered when it is asked for."""
     for positions in batch_positions(len(y), batch_size, generator):
         on_device = positions.to(x.device)
-        yield x[on_device], y[on_device]
+        yield x.index_select(0, on_device), y.index_select(0, on_device)
 
 
 def steps_for(n: int, batch_size: int | None, local_epochs: int | None, local_steps: int | None) -> int:
