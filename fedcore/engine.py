@@ -23,7 +23,7 @@ from fedcore.losses import LocalLoss
 from fedcore.metrics import confusion, evaluate, update_geometry
 from fedcore.models import build
 from fedcore.results import Checkpoint, RunResult
-from fedcore.strategies import Update, strategy_for
+from fedcore.strategies import Strategy, Update, strategy_for
 from fedcore.training import SGD, FlatModel, Stack, batch_stream, steps_for
 
 
@@ -130,7 +130,7 @@ def run_federated(
     if resume is None:
         _record(result, model, data, validation, 0, config.lr, 0, 0.0)
     else:
-        done, samples = _continue(config, resume, result, strategy, choose)
+        done, samples = _continue(config, resume, result, strategy, choose, device)
         global_params = resume.checkpoint.params.to(device).clone()
     test = (data.test_x[: config.eval_workers], data.test_y[: config.eval_workers])
     train_round = parallel.local_training(config, device, model, (data.train_x, data.train_y), shards, test, lockstep)
@@ -153,15 +153,25 @@ def run_federated(
         model.load(global_params)
         loss = _record(result, model, data, validation, rnd, lr, samples, time.perf_counter() - start)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{result.final_accuracy:.3f}")
-    result.checkpoint = Checkpoint(global_params.cpu().clone(), strategy.state())
+    result.checkpoint = Checkpoint(global_params.cpu().clone(), _moved(strategy.state(), torch.device("cpu")))
     return _finish(result, model, data)
 
 
+def _moved(state: object, device: torch.device) -> object:
+    """A strategy's state (tensors, in dicts) on ``device``."""
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {k: _moved(v, device) for k, v in state.items()}
+    return state
+
+
 def _continue(
-    config: RunConfig, stored: RunResult, result: RunResult, strategy: object, choose: torch.Generator
+    config: RunConfig, stored: RunResult, result: RunResult, strategy: Strategy, choose: torch.Generator,
+    device: torch.device,
 ) -> tuple[int, int]:
-    """Take over a stored shorter run of ``config``'s experiment: its tables, its strategy state and the
-    workers chosen so far; the rounds done and the samples seen."""
+    """Take over a stored shorter run of ``config``'s experiment: its tables, its strategy state (on ``device``)
+    and the workers chosen so far; the rounds done and the samples seen."""
     done = int(stored.config.get("rounds", -1))
     same = {k: v for k, v in stored.config.items() if k not in ("rounds", "device")} == {
         k: v for k, v in config.experiment().items() if k != "rounds"}
@@ -171,7 +181,7 @@ def _continue(
                          f"rounds and its checkpoint; got a {stored.kind} run of {done} rounds")
     result.rounds, result.classes, result.workers = (list(stored.rounds), list(stored.classes),
                                                      list(stored.workers))
-    strategy.load_state(stored.checkpoint.server)
+    strategy.load_state(_moved(stored.checkpoint.server, device))
     for _ in range(done):  # the workers chosen in the rounds already done
         torch.randperm(config.workers, generator=choose)
     return done, int(stored.rounds[-1]["samples"])
