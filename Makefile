@@ -16,7 +16,8 @@ $(VENV)/installed: pyproject.toml
 book: $(VENV)/installed fashion-mnist
 	$(PY) scripts/build_book.py
 
-# Execute every notebook again with the seed rules deciding, and write the design (book/design.yml) anew.
+# Record the seeds of the pages and series book/design.yml does not list yet, the seed rules deciding (delete the
+# file to record every page anew).
 design: $(VENV)/installed fashion-mnist
 	FEDCORE_DESIGN_RECORD=1 $(PY) scripts/build_book.py
 

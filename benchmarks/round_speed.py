@@ -36,7 +36,8 @@ import torch
 
 from fedcore.config import RunConfig
 from fedcore.data import load
-from fedcore.engine import configure_torch, run_federated
+from fedcore.engine import run_federated
+from fedcore.local import configure_torch
 from fedcore.reference import run_reference
 from fedcore.runner import run_many
 from fedcore.store import RunStore

@@ -53,13 +53,22 @@ HELP = {
     "lr_decay": "learning rate multiplied by this each round, in (0, 1]",
     "momentum": "local SGD momentum, in [0, 1)",
     "weight_decay": "local weight decay, >= 0 and finite",
-    "strategy": f"aggregation strategy: {', '.join(STRATEGIES)}",
+    "strategy": f"aggregation strategy: {', '.join(STRATEGIES)} (fedbabu: the output layer stays fixed)",
     "server_lr": "fedavgm, fedadam, scaffold: server learning rate, > 0 and finite",
     "server_momentum": "fedavgm: server momentum, in [0, 1)",
     "mu": "fedprox: weight of the proximal term mu/2 ||w - w_global||^2, >= 0 and finite",
     "beta1": "fedadam: decay of the server's first moment, in [0, 1)",
     "beta2": "fedadam: decay of the server's second moment, in [0, 1)",
     "tau": "fedadam: adaptivity, added to the root of the second moment, > 0 and finite",
+    "rs_alpha": "fedrs: scale of the logits of the classes a worker does not hold, in (0, 1] (1 = FedAvg)",
+    "lc_tau": "fedlc: calibration strength, each logit shifted by -lc_tau * (class count)^(-1/4), >= 0 and finite "
+              "(0 = FedAvg)",
+    "ntd_beta": "fedntd: weight of the not-true distillation from the global model, >= 0 and finite (0 = FedAvg)",
+    "ntd_temperature": "fedntd: temperature of the not-true distillation, > 0 and finite",
+    "aws_margin": "fedaws: cosine distance (1 - cos) / 2 below which the manager pushes two class rows apart, "
+                  "in (0, 1]",
+    "aws_steps": "fedaws: the manager's spreadout steps after each average, integer in [0, 10000] (0 = FedAvg)",
+    "aws_lr": "fedaws: learning rate of the manager's spreadout steps, > 0 and finite",
     "shared_fraction": "share of the training data held out and given to every worker, in [0, 1)",
     "validation": "training images held out for validation (the same ones in every run), in [0, 30000]; 0 = none",
     "eval_workers": "test images on which each worker's local model is scored each round, 0..10000 (0 = off); "
