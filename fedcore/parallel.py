@@ -32,6 +32,7 @@ from fedcore.processes import WorkerDied, can_spawn, child_started, children_ign
 from fedcore.training import FlatModel, steps_for
 
 RoundFn = Callable[[int, float, torch.Tensor, list[Task]], list[Trained]]
+DIED = "a fedcore worker process died (killed, or out of memory)"
 
 
 def worker_processes(config: RunConfig, device: torch.device) -> int:
@@ -108,7 +109,7 @@ class WorkerPool:
             try:
                 status, reply = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError) as err:
-                raise WorkerDied("a fedcore worker process died (killed, or out of memory)") from err
+                raise WorkerDied(DIED) from err
             if status == "error":
                 raise RuntimeError(f"local training failed in a worker process:\n{reply}")
             out.append(reply)
@@ -153,6 +154,9 @@ class WorkerPool:
         """Run one exchange; if it does not finish (error, interrupt), the pool is closed: no stale replies."""
         try:
             return exchange()
+        except (BrokenPipeError, ConnectionResetError) as err:  # a process died before it had its message
+            self.close(wait=False)
+            raise WorkerDied(DIED) from err
         except BaseException:
             self.close(wait=False)
             raise
