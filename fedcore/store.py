@@ -144,7 +144,7 @@ class RunStore:
         if result is None or result.diverged:
             return None
         try:
-            saved = torch.load(self.checkpoint_path(result.key), weights_only=True)
+            saved = torch.load(self.checkpoint_path(result.key), map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as err:
             if not isinstance(err, FileNotFoundError):
                 log.warning("run store: %s cannot be read (%s); training from the start",
