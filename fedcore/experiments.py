@@ -47,22 +47,6 @@ def __getattr__(name: str) -> object:
 
 UNIFORM = "uniform"  # a series label: the uniform allocation rather than a bias level
 
-# The remedies compared at full bias, on equal rounds and equal worker compute: each is the standard
-# configuration with one of these changes. Where a remedy lists several, they are its tuning grid, the same
-# number of values for each (fedcore.tuning picks one per scenario on validation data); the shared subset
-# is a choice about the data, not a setting of the algorithm, and is not tuned.
-GRID_SIZE = 2  # values per tuned remedy: what the book's compute budget allows at two tuning seeds, two scenarios
-REMEDIES: dict[str, list[dict[str, object]]] = {
-    "fedavg": [{}],
-    "fedavgm": [{"strategy": "fedavgm", "server_lr": lr, "server_momentum": m} for lr, m in ((1.0, 0.5), (0.1, 0.9))],
-    "fedprox": [{"strategy": "fedprox", "mu": mu} for mu in (0.1, 1.0)],
-    "fedadam": [{"strategy": "fedadam", "server_lr": lr} for lr in (0.001, 0.003)],
-    "scaffold": [{"strategy": "scaffold", "server_lr": lr} for lr in (0.5, 1.0)],
-    "lr decay": [{"lr_decay": d} for d in (0.9, 0.97)],
-    "shared 5%": [{"shared_fraction": 0.05}],
-}
-
-
 def require(ok: bool, name: str, allowed: str, value: object) -> None:
     """Stop with a ConfigError naming the parameter and its allowed range unless ``ok``."""
     if not ok:

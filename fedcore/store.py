@@ -12,17 +12,21 @@ a WriteError naming the file.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import pickle
 import shutil
 import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from fedcore.config import DETAIL_FIELDS, ConfigError, RunConfig
-from fedcore.results import RunResult
+from fedcore.results import Checkpoint, RunResult
 
 REPO_RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
 ENV_VAR = "FEDCORE_RUNS_DIR"
@@ -174,6 +178,9 @@ class RunStore:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.json"
 
+    def checkpoint_path(self, key: str) -> Path:
+        return self.root / f"{key}.checkpoint.pt"
+
     def check_writable(self) -> None:
         """Raise ConfigError (param ``runs_dir``) unless runs can be written into the store's folder."""
         check_writable(self.root, "runs_dir", folder=True)
@@ -208,10 +215,33 @@ class RunStore:
             return None
         return result if detailed_enough(result, config, kind) else None
 
-    def put(self, result: RunResult) -> Path:
+    def put(self, result: RunResult, checkpoint: bool = False) -> Path:
+        """Write a run (and, with ``checkpoint``, its checkpoint beside it, so that a longer run can continue it)."""
         path = self.path(result.key)
+        if checkpoint and result.checkpoint is not None:
+            buffer = io.BytesIO()
+            torch.save({"params": result.checkpoint.params, "server": result.checkpoint.server}, buffer)
+            write_atomic(self.checkpoint_path(result.key), buffer.getvalue())
         write_atomic(path, json.dumps(result.to_dict()))
         return path
+
+    def shorter(self, config: RunConfig, rounds: int) -> RunResult | None:
+        """The stored whole (not diverged) federated run of ``config`` with ``rounds`` rounds and its checkpoint,
+        for the run of ``config`` to continue; None where there is none."""
+        if not 0 < rounds < config.rounds:
+            return None
+        result = self.get(config.replace(rounds=rounds), "federated")
+        if result is None or result.diverged:
+            return None
+        try:
+            saved = torch.load(self.checkpoint_path(result.key), map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as err:
+            if not isinstance(err, FileNotFoundError):
+                log.warning("run store: %s cannot be read (%s); training from the start",
+                            self.checkpoint_path(result.key), err)
+            return None
+        result.checkpoint = Checkpoint(saved["params"], saved["server"])
+        return result
 
     def remove_stale_temporaries(self, before: float) -> list[Path]:
         """Delete temporary files last written before ``before`` (a time.time() value), e.g. the start of

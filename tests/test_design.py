@@ -40,7 +40,7 @@ def test_recording_writes_what_the_rule_chose(book, monkeypatch):
 
 
 def test_recording_keeps_what_the_design_pins_and_records_only_the_series_it_lacks(book, monkeypatch):
-    path, _, _, asked = book
+    path, _, _, _ = book
     monkeypatch.setenv(design.RECORD_ENV, "1")
     path.write_text(yaml.safe_dump({"demo": {"bias 0": 4, "(1.0, 50)": 3}, "other": {"x": 9}}))
     out = experiments.seeded(CONFIGS)

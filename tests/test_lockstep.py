@@ -33,14 +33,14 @@ UNEQUAL = dict(allocation="dirichlet", alpha=0.5)  # shares of 40 to 88 of the 6
 def test_lockstep_matches_the_per_worker_loop_with_unequal_step_counts(toy, strategy, model):
     """One local epoch over unequal shares, batches of 16 that leave short last batches, momentum and weight
     decay: workers finish at different steps. Measured here: bit for bit; the stated tolerance is what any
-    correct float32 kernel meets over a few dozen steps."""
+    correct float32 kernel meets over a few dozen steps (a wrong mask or step count moves weights by far more)."""
     config = RunConfig(model=model, **UNEQUAL, rounds=2, local_epochs=1, batch_size=16, lr=0.05, momentum=0.5,
                        weight_decay=1e-3, strategy=strategy, participation=0.7, device="cpu", threads=1,
                        processes=1, **KNOBS.get(strategy, {}))
     lock, each = _params(config, toy, True), _params(config, toy, False)
     assert len(lock) == len(each) == 2
     for a, b in zip(lock, each, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert not torch.equal(lock[0], lock[1])  # it trained
 
 

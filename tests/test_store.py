@@ -187,3 +187,29 @@ def test_a_run_is_refused_before_training_without_room_and_a_failed_write_names_
     with pytest.raises(WriteError, match=r"could not write .*runs/[0-9a-f]{16}\.json: full") as err:
         run(CONFIG, store=RunStore(tmp_path / "runs"), progress=False)
     assert err.value.errno == errno.ENOSPC and len(trained) == 1 and list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_longer_run_continues_a_stored_shorter_one_from_its_checkpoint(toy, tmp_path, monkeypatch):
+    """Through the store, as the tuning's successive halving uses it: the continued run is the longer run bit for
+    bit, and only the rounds beyond the shorter one train."""
+    from fedcore import runner
+    from fedcore.runner import run
+
+    monkeypatch.setattr(runner.datasets, "load", lambda *a, **k: toy)
+    store = RunStore(tmp_path)
+    config = RunConfig(bias=0.8, rounds=4, local_epochs=None, local_steps=3, strategy="fedadam", server_lr=0.01,
+                       device="cpu", processes=1)
+    short = run(config.replace(rounds=2), store=store, progress=False, keep_checkpoint=True)
+    assert store.checkpoint_path(short.key).is_file()
+    trained = []
+    monkeypatch.setitem(runner.KINDS, "federated", lambda c, progress, resume=None: trained.append(resume)
+                        or run_federated(c, progress, resume=resume))
+    continued = run(config, store=store, progress=False, resume_from=2)
+    assert trained[0] is not None and int(trained[0].config["rounds"]) == 2
+    assert not store.checkpoint_path(continued.key).exists()  # not asked to keep this one's
+    whole = run_federated(config, progress=False, data=toy)
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in whole.rounds]
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in continued.rounds] == strip
+    assert continued.workers == whole.workers
+    store.checkpoint_path(short.key).write_bytes(b"damaged")
+    assert store.shorter(config, 2) is None  # a damaged checkpoint: trained from the start instead
