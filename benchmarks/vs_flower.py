@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 from round_speed import ALLOCATIONS, workload
 
 from fedcore.config import RunConfig
+from fedcore.data import DataDamagedError, DataNotFoundError, load
 from fedcore.stats import t975
 
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ Timing = tuple[list[float], float]  # seconds of each round (the first from the 
 
 def fedcore_run(config: RunConfig) -> Timing:
     """``run_federated`` with its default worker processes."""
-    from fedcore.data import load
     from fedcore.engine import configure_torch, run_federated
 
     configure_torch(config.threads)
@@ -158,6 +158,10 @@ def main() -> None:
     if missing:
         parser.exit(2, f"vs_flower.py: {', '.join(missing)} not installed: run make benchmark-flower, "
                        "or pip install -e '.[flower]' in a venv of its own\n")
+    try:
+        load("mnist")
+    except (DataNotFoundError, DataDamagedError) as err:
+        parser.exit(2, f"vs_flower.py: {err}\n")
     flwr, ray, torch = (version(p) for p in ("flwr", "ray", "torch"))
     print(f"{args.rounds} rounds; {CORES} cores: Flower {flwr} (Ray {ray}) with {CORES} actors of one CPU, "
           f"fedcore with {CORES} worker processes; torch {torch}, one thread each")
