@@ -5,7 +5,7 @@ loop (``run_federated(..., lockstep=False)``: each worker's steps one after anot
 did before the lock-step path), "after" the lock-step path. For each, and each allocation:
 
 - the round split by ``torch.profiler`` in one process (``processes=1``): local steps, batch gathering (the
-  ``aten::index`` calls that pick each batch's rows), aggregation (the strategy and the update geometry) and
+  ``index``/``index_select`` calls that pick each batch's rows), aggregation (the strategy and the update geometry) and
   evaluation (the global model on the test set), in seconds per round and as shares;
 - inter-process traffic: the round's messages (the global parameters to each worker process, the updated
   parameters back) sent through the same pipes as ``fedcore.parallel``, to a process that only echoes them;
@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-
-os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's own start and stop lines, not wanted here
 import pickle
 import statistics
 import time
@@ -84,7 +82,8 @@ def split(lockstep: bool, allocation: str, rounds: int) -> dict[str, float]:
     with phases(), profile(activities=[ProfilerActivity.CPU]) as prof:
         run_federated(config, progress=False, data=data, lockstep=lockstep)
     total = {e.key: e.cpu_time_total / 1e6 for e in prof.key_averages()}
-    gathering = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key == "aten::index") / 1e6
+    gathering = sum(e.self_cpu_time_total for e in prof.key_averages()
+                    if e.key in ("aten::index", "aten::index_select")) / 1e6
     out = {"local steps": total["local training"] - gathering, "batch gathering": gathering,
            "aggregation": total["aggregation"], "evaluation": total["evaluation"] * rounds / (rounds + 1)}
     return {k: v / rounds for k, v in out.items()}
