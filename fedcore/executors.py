@@ -103,6 +103,11 @@ def close(client: Client) -> None:
 _LOCAL_POOLS: dict[int, ProcessPoolExecutor] = {}
 
 
+def is_kept(size: int) -> bool:
+    """Whether this process keeps a local pool of ``size`` from an earlier call."""
+    return size in _LOCAL_POOLS
+
+
 def local_pool(size: int) -> ProcessPoolExecutor:
     """The process's spawn pool of ``size`` processes, started on first use (processes start as tasks come)
     and kept for later calls, replaced if one of its processes died meanwhile; concurrent.futures shuts it

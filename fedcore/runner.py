@@ -22,7 +22,7 @@ from fedcore.engine import (
     run_divergence,
     run_federated,
 )
-from fedcore.executors import WORKER_TIMEOUT_S, SchedulerError, executor, scheduler_address, stop
+from fedcore.executors import WORKER_TIMEOUT_S, SchedulerError, executor, is_kept, scheduler_address, stop
 from fedcore.processes import WorkerDied, can_spawn, children_ignore_ctrl_c
 from fedcore.results import RunResult
 from fedcore.store import RunStore, WriteError
@@ -175,13 +175,30 @@ def completed(
     yield from _pooled(jobs, missing, store, pool_size, address, worker_timeout, resume_from, keep_checkpoints)
 
 
+class _StalePool(Exception):
+    """A kept local pool broke before any of the call's tasks came back: a process died while it was idle."""
+
+
 def _pooled(
     jobs: Sequence[tuple[RunConfig, str]], missing: list[int], store: RunStore, pool_size: int,
     address: str | None, worker_timeout: float, resume_from: int | None, keep_checkpoints: bool,
 ) -> Iterator[tuple[int, Outcome]]:
     """``completed``'s missing runs as pool or cluster tasks (each with the shorter run it continues, if any),
-    each stored as it comes back."""
+    each stored as it comes back. A kept local pool found broken before anything came back (one of its
+    processes died while idle, unseen until now) is replaced and the tasks given to the new one."""
     starts = {i: store.shorter(jobs[i][0], resume_from) if resume_from else None for i in missing}
+    tasks = (jobs, missing, store, pool_size, address, worker_timeout, starts, keep_checkpoints)
+    try:
+        yield from _tasks(*tasks, reused=address is None and is_kept(pool_size))
+    except _StalePool:
+        yield from _tasks(*tasks, reused=False)
+
+
+def _tasks(
+    jobs: Sequence[tuple[RunConfig, str]], missing: list[int], store: RunStore, pool_size: int,
+    address: str | None, worker_timeout: float, starts: dict[int, RunResult | None], keep_checkpoints: bool,
+    reused: bool,
+) -> Iterator[tuple[int, Outcome]]:
     with executor(pool_size, address, worker_timeout) as pool:
         with children_ignore_ctrl_c():  # the local pool's processes start as tasks are submitted
             futures = {pool.submit(train_one, *jobs[i], starts[i]): i for i in missing}
@@ -193,6 +210,9 @@ def _pooled(
                 raise SchedulerError(f"lost the Dask scheduler at {address!r}: {len(missing) - done} runs did not "
                                      "come back (those that did are stored: start again to resume)") from err
             except BrokenProcessPool:
+                if reused and done == 0:
+                    stop(pool)
+                    raise _StalePool from None
                 broken = True
                 outcome = WorkerDied("a process of the local pool died (killed, or out of memory)")
             except Exception as err:
