@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export FEDCORE_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: book design numbers-reference test test-avx2 check-book benchmark clean fashion-mnist
+.PHONY: book design numbers-reference test test-avx2 check-book benchmark benchmark-flower clean fashion-mnist
 
 $(VENV)/installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,8 @@ $(VENV)/installed: pyproject.toml
 book: $(VENV)/installed fashion-mnist
 	$(PY) scripts/build_book.py
 
-# Execute every notebook again with the seed rules deciding, and write the design (book/design.yml) anew.
+# Record the seeds of the pages and series book/design.yml does not list yet, the seed rules deciding (delete the
+# file to record every page anew).
 design: $(VENV)/installed fashion-mnist
 	FEDCORE_DESIGN_RECORD=1 $(PY) scripts/build_book.py
 
@@ -52,6 +53,19 @@ test-avx2: $(VENV)/installed fashion-mnist
 benchmark: $(VENV)/installed
 	$(PY) benchmarks/round_speed.py
 	$(PY) benchmarks/sweep_speed.py
+
+# fedcore against Flower's simulation (benchmarks/vs_flower.py), in a venv of its own: Flower pulls in Ray
+# and its own pins. Not part of CI.
+FLOWER_VENV := .venv-flower
+$(FLOWER_VENV)/installed: pyproject.toml
+	$(PYTHON) -m venv $(FLOWER_VENV)
+	$(FLOWER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FLOWER_VENV)/bin/python -m pip install --quiet -e ".[flower]"
+	$(FLOWER_VENV)/bin/python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	touch $@
+
+benchmark-flower: $(FLOWER_VENV)/installed
+	$(FLOWER_VENV)/bin/python benchmarks/vs_flower.py
 
 clean:
 	rm -rf _build runs book/notebooks

@@ -1,22 +1,21 @@
 """Seconds per round of the engine and of the textbook reference on the issue's workload, as a share of peak.
 
-Workload: 10 workers, 2NN, batch 32, lr 0.05, one local epoch per round, full MNIST, uniform and bias 1.
-One round is 6 x 199,210 parameters x 60,000 samples = 71.7 GFLOP. Every figure is measured in this
+Workload (the anchor): 10 workers, 2NN, batch 32, lr 0.05, one local epoch per round, full MNIST, uniform and
+bias 1. One round is 6 x 199,210 parameters x 60,000 samples = 71.7 GFLOP. Every figure is measured in this
 run, side by side: the machine's float32 matmul peak (2048 x 2048) and each variant's median seconds per
-round after the first.
-Each variant runs in its own process, so its peak memory is its own (for ``workers``, the main process's).
-The ``engine`` rows use every core as threads of one process; the ``workers`` rows train one run's workers
-in one process per core, one thread each (fedcore.parallel, ``processes``). The last row runs two independent
-runs at once, one thread each, as ``run_many`` does for the book.
+round after the first. Each variant runs in its own process, so its peak memory is its own (for the worker
+processes, the main process's). The variants:
 
-On a shared two-vCPU machine the two-thread rows are bimodal: whole runs take either ~0.50 s/round or
-~0.88 s/round (about the one-thread speed), depending on whether the second thread keeps pace; run the
-script twice before reading much into one figure. The one-thread path does not show this. When other
-sessions keep the cores busy (the kernel shares CPU fairly between sessions, whatever their nice level),
-the two-thread rows collapse to 6-20 s/round while the ``workers`` rows, independent processes that
-never wait for each other within a step, slow down only in proportion to the CPU they get. Measured on
-a quiet two-vCPU machine, twice: ``engine`` 0.85-0.87 s/round (36-37% of peak), ``workers`` 0.36-0.37
-s/round (83-89%).
+- ``workers``: the default, one worker process per core, one thread each, each training its share of the
+  round's workers in lock-step (fedcore.local);
+- ``per-worker``: the same processes, each training its workers one after another (``lockstep=False``, what
+  the engine did before lock-step);
+- ``threads``: one process, lock-step, every core as threads of it (another run key: the thread count);
+- ``reference``: the textbook loop (fedcore.reference), one process, every core as threads;
+- ``2 at once``: two independent runs, one thread each, as ``run_many`` trains the book's runs.
+
+Run it twice on a quiet machine before reading much into one figure: two-vCPU machines of one kind have been
+measured a factor two apart in peak, and the two-thread rows vary most from run to run.
 
     python benchmarks/round_speed.py [--rounds 4]
 """
@@ -36,7 +35,8 @@ import torch
 
 from fedcore.config import RunConfig
 from fedcore.data import load
-from fedcore.engine import configure_torch, run_federated
+from fedcore.engine import run_federated
+from fedcore.local import configure_torch
 from fedcore.reference import run_reference
 from fedcore.runner import run_many
 from fedcore.store import RunStore
@@ -64,18 +64,19 @@ def workload(allocation: str, rounds: int) -> RunConfig:
 
 
 def _time_variant(variant: str, allocation: str, rounds: int, threads: int) -> tuple[list[float], float]:
-    split = variant == "workers"  # one process per core, one thread each; else every core as threads
+    split = variant in ("workers", "per-worker")  # one process per core, one thread each; else cores as threads
     config = workload(allocation, rounds).replace(threads=1 if split else threads, processes=threads if split else 1)
     configure_torch(config.threads)
     data = load("mnist")
-    if variant in ("engine", "workers"):
-        seconds = [r["seconds"] for r in run_federated(config, progress=False, data=data).rounds[1:]]
-    else:
+    if variant == "reference":
         seconds = []
         for _ in range(rounds):
             start = time.perf_counter()
             run_reference(config.replace(rounds=1), data)
             seconds.append(time.perf_counter() - start)
+    else:
+        result = run_federated(config, progress=False, data=data, lockstep=variant != "per-worker")
+        seconds = [r["seconds"] for r in result.rounds[1:]]
     return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -104,14 +105,14 @@ def main() -> None:
     peak = matmul_peak(cores)
     print(f"matmul peak: {peak:.1f} GFLOP/s with {cores} threads, {matmul_peak(1):.1f} GFLOP/s with 1 thread")
     print(f"{'variant':<10} {'allocation':<10} {'s/round':>8} {'GFLOP/s':>8} {'of peak':>8} {'peak MiB':>9}")
-    for variant in ("engine", "workers", "reference"):
+    for variant in ("workers", "per-worker", "threads", "reference"):
         for name in ALLOCATIONS:
             seconds, mib = time_variant(variant, name, args.rounds, cores)
             rate = GFLOP_PER_ROUND / seconds
             print(f"{variant:<10} {name:<10} {seconds:>8.3f} {rate:>8.1f} {rate / peak:>8.0%} {mib:>9.0f}")
     seconds = parallel_runs(args.rounds)
     rate = GFLOP_PER_ROUND / seconds
-    print(f"{'engine':<10} {'2 at once':<10} {seconds:>8.3f} {rate:>8.1f} {rate / peak:>8.0%} {'':>9}"
+    print(f"{'2 at once':<10} {'both':<10} {seconds:>8.3f} {rate:>8.1f} {rate / peak:>8.0%} {'':>9}"
           "  (two independent runs, one thread each: seconds per round of either, halved)")
 
 

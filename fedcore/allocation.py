@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from fedcore.config import ConfigError
+from fedcore.errors import ConfigError
 
 if TYPE_CHECKING:
     from fedcore.config import RunConfig

@@ -3,7 +3,8 @@
 VALUE`` executes a notebook after checking its parameters.
 
 A user error exits 2 with one line naming the option and its allowed range, before any work; Ctrl-C
-exits 130; a run that diverged exits 1.
+exits 130 and SIGTERM 143, after stopping the worker processes; a run that diverged, a worker process that
+died or a result that could not be written exits 1, in one line.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from fedcore import notebook, sweep
+from fedcore import experiments, notebook, sweep
 from fedcore.config import (
     ALLOCATIONS,
     DATASETS,
@@ -27,9 +28,9 @@ from fedcore.config import (
     with_local_work,
 )
 from fedcore.engine import TrainingDiverged
-from fedcore.experiments import STANDARD
+from fedcore.processes import Terminated, WorkerDied, sigterm_as_interrupt
 from fedcore.runner import check, run
-from fedcore.store import RunStore, check_writable, write_atomic
+from fedcore.store import RunStore, WriteError, check_writable, write_atomic
 
 HELP = {
     "dataset": f"dataset: {', '.join(DATASETS)}",
@@ -52,13 +53,22 @@ HELP = {
     "lr_decay": "learning rate multiplied by this each round, in (0, 1]",
     "momentum": "local SGD momentum, in [0, 1)",
     "weight_decay": "local weight decay, >= 0 and finite",
-    "strategy": f"aggregation strategy: {', '.join(STRATEGIES)}",
+    "strategy": f"aggregation strategy: {', '.join(STRATEGIES)} (fedbabu: the output layer stays fixed)",
     "server_lr": "fedavgm, fedadam, scaffold: server learning rate, > 0 and finite",
     "server_momentum": "fedavgm: server momentum, in [0, 1)",
     "mu": "fedprox: weight of the proximal term mu/2 ||w - w_global||^2, >= 0 and finite",
     "beta1": "fedadam: decay of the server's first moment, in [0, 1)",
     "beta2": "fedadam: decay of the server's second moment, in [0, 1)",
     "tau": "fedadam: adaptivity, added to the root of the second moment, > 0 and finite",
+    "rs_alpha": "fedrs: scale of the logits of the classes a worker does not hold, in (0, 1] (1 = FedAvg)",
+    "lc_tau": "fedlc: calibration strength, each logit shifted by -lc_tau * (class count)^(-1/4), >= 0 and finite "
+              "(0 = FedAvg)",
+    "ntd_beta": "fedntd: weight of the not-true distillation from the global model, >= 0 and finite (0 = FedAvg)",
+    "ntd_temperature": "fedntd: temperature of the not-true distillation, > 0 and finite",
+    "aws_margin": "fedaws: cosine distance (1 - cos) / 2 below which the manager pushes two class rows apart, "
+                  "in (0, 1]",
+    "aws_steps": "fedaws: the manager's spreadout steps after each average, integer in [0, 10000] (0 = FedAvg)",
+    "aws_lr": "fedaws: learning rate of the manager's spreadout steps, > 0 and finite",
     "shared_fraction": "share of the training data held out and given to every worker, in [0, 1)",
     "validation": "training images held out for validation (the same ones in every run), in [0, 30000]; 0 = none",
     "eval_workers": "test images on which each worker's local model is scored each round, 0..10000 (0 = off); "
@@ -84,10 +94,11 @@ def _batch_size(text: str) -> int | None:
 
 
 def _standard_help() -> str:
-    changed = [f"{f.name}={getattr(STANDARD, f.name)}" for f in dataclasses.fields(RunConfig)
-               if getattr(STANDARD, f.name) != getattr(RunConfig(), f.name)]
+    defaults = RunConfig()
+    changed = [f"{k}={v}" for k, v in experiments.STANDARD_SETTINGS.items() if v != getattr(defaults, k)]
     return ("start from the report's standard settings (fedcore.experiments.STANDARD: " + ", ".join(changed)
-            + ") instead of the defaults above, so that runs are shared with the book; other options override them")
+            + f", threads=${experiments.THREADS_ENV} or 1) instead of the defaults above, so that runs are shared "
+              "with the book; other options override them")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -117,7 +128,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def option_error(err: ConfigError) -> str:
-    """The error's message with its parameter name(s) written as options: 'bias must ...' -> '--bias must ...'."""
+    """The error's message with its parameter name(s) written as options: 'bias must ...' -> '--bias must ...'
+    (an environment variable's, '$NAME must ...', is left as it is)."""
+    if err.param.startswith("$"):
+        return str(err)
     options = "/".join("--" + name.replace("_", "-") for name in err.param.split("/"))
     text = str(err)
     return options + text[len(err.param):] if text.startswith(err.param) else f"{options}: {text}"
@@ -126,7 +140,7 @@ def option_error(err: ConfigError) -> str:
 def config_from(args: argparse.Namespace) -> RunConfig:
     """The run the options ask for: the defaults (or STANDARD with --standard) with the options given."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
-    return (STANDARD if args.standard else RunConfig()).replace(**with_local_work(given))
+    return (experiments.standard() if args.standard else RunConfig()).replace(**with_local_work(given))
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -141,11 +155,14 @@ def run_command(args: argparse.Namespace) -> int:
         args.command_parser.error(option_error(err))
     try:
         result = run(config, args.kind, store, progress=not args.no_progress, force=args.force)
+        if args.out:
+            write_atomic(args.out, json.dumps(result.to_dict()))
     except TrainingDiverged as err:
         print(f"stopped: {err}", file=sys.stderr)
         return 1
-    if args.out:
-        write_atomic(args.out, json.dumps(result.to_dict()))
+    except WriteError as err:
+        print(f"{args.command_parser.prog}: {err} (the run trained; make room and run again)", file=sys.stderr)
+        return 1
     last = result.rounds[-1]
     print(f"{args.kind} run {result.key}: round {last['round']}, test accuracy {last['test_accuracy']:.4f}, "
           f"test loss {last['test_loss']:.4f}; stored at {store.path(result.key)}")
@@ -153,16 +170,25 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command's exit status: 0, 1 (failed or diverged runs, a dead worker process, a result not written),
+    2 (a user error; argparse exits with it), 130 (Ctrl-C) or 143 (SIGTERM)."""
     args = parser().parse_args(argv)
     try:
-        if args.command == "notebook":
-            return notebook.main(args)
-        if args.command == "sweep":
-            return sweep.main(args)
-        return run_command(args)
+        with sigterm_as_interrupt():
+            if args.command == "notebook":
+                return notebook.main(args)
+            if args.command == "sweep":
+                return sweep.main(args)
+            return run_command(args)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except WorkerDied as err:
+        print(f"{args.command_parser.prog}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,12 +8,16 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from fedcore.allocation import partitioner_for
+from fedcore.errors import ConfigError
 from fedcore.version import backend, engine_fingerprint
+
+__all__ = ["ConfigError", "RunConfig", "validate", "with_local_work"]
 
 DATASETS = ("mnist", "fashion-mnist")
 MODELS = ("mlp", "cnn", "logistic")
 ALLOCATIONS = ("uniform", "biased", "dirichlet", "classes", "shards")
-STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "scaffold")
+STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "scaffold", "fedrs", "fedlc", "fedntd", "fedaws", "fedbabu")
 DEVICES = ("auto", "cpu", "cuda")
 NUM_CLASSES = 10  # both datasets have ten classes
 MAX_VALIDATION = 30_000  # at most half of the 60,000 training images held out for validation
@@ -32,6 +36,11 @@ STRATEGY_PARAMS: dict[str, tuple[str, ...]] = {
     "fedprox": ("mu",),
     "fedadam": ("server_lr", "beta1", "beta2", "tau"),
     "scaffold": ("server_lr",),
+    "fedrs": ("rs_alpha",),
+    "fedlc": ("lc_tau",),
+    "fedntd": ("ntd_beta", "ntd_temperature"),
+    "fedaws": ("aws_margin", "aws_steps", "aws_lr"),
+    "fedbabu": (),
 }
 # How to run, not what to run: not in the key as such. The device and thread count enter it through
 # version.backend (the CUDA device's name, else the thread count), since they change the last bits;
@@ -41,14 +50,6 @@ EXECUTION_FIELDS = ("device", "threads", "processes", "data_dir")
 DETAIL_FIELDS = ("eval_workers",)
 # The centralized baseline pools all data: how it was allocated and aggregated does not matter.
 FEDERATED_ONLY = ("allocation", "strategy", "eval_workers", "shared_fraction")
-
-
-class ConfigError(ValueError):
-    """A parameter outside its allowed range; the message (and ``param``) name the parameter."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param or message.split(" ", 1)[0]
 
 
 def with_local_work(given: dict[str, object]) -> dict[str, object]:
@@ -89,6 +90,13 @@ class RunConfig:
     beta1: float = 0.9  # fedadam
     beta2: float = 0.99  # fedadam
     tau: float = 1e-3  # fedadam
+    rs_alpha: float = 0.5  # fedrs
+    lc_tau: float = 1.0  # fedlc
+    ntd_beta: float = 1.0  # fedntd
+    ntd_temperature: float = 1.0  # fedntd
+    aws_margin: float = 0.8  # fedaws
+    aws_steps: int = 30  # fedaws
+    aws_lr: float = 0.1  # fedaws
     shared_fraction: float = 0.0
     validation: int = 0  # training images held out (the same ones in every run) to choose settings on
     eval_workers: int = 0
@@ -182,6 +190,13 @@ def validate(c: RunConfig) -> None:
     _check(0.0 <= c.beta1 < 1.0, "beta1", "in [0, 1)", c.beta1)
     _check(0.0 <= c.beta2 < 1.0, "beta2", "in [0, 1)", c.beta2)
     _check(0 < c.tau < math.inf, "tau", "> 0 and finite", c.tau)
+    _check(0.0 < c.rs_alpha <= 1.0, "rs_alpha", "in (0, 1]", c.rs_alpha)
+    _check(0 <= c.lc_tau < math.inf, "lc_tau", ">= 0 and finite", c.lc_tau)
+    _check(0 <= c.ntd_beta < math.inf, "ntd_beta", ">= 0 and finite", c.ntd_beta)
+    _check(0 < c.ntd_temperature < math.inf, "ntd_temperature", "> 0 and finite", c.ntd_temperature)
+    _check(0.0 < c.aws_margin <= 1.0, "aws_margin", "in (0, 1] (a cosine distance (1 - cos) / 2)", c.aws_margin)
+    _check(_int(c.aws_steps) and 0 <= c.aws_steps <= 10_000, "aws_steps", "an integer in [0, 10000]", c.aws_steps)
+    _check(0 < c.aws_lr < math.inf, "aws_lr", "> 0 and finite", c.aws_lr)
     _check(0.0 <= c.shared_fraction < 1.0, "shared_fraction", "in [0, 1)", c.shared_fraction)
     _check(
         _int(c.validation) and 0 <= c.validation <= MAX_VALIDATION, "validation",
@@ -198,6 +213,4 @@ def validate(c: RunConfig) -> None:
         c.processes is None or (_int(c.processes) and c.processes >= 1),
         "processes", "an integer >= 1 or None (one per core)", c.processes,
     )
-    from fedcore.allocation import partitioner_for
-
     partitioner_for(c).check(c.workers, NUM_CLASSES)  # the allocation's own parameter

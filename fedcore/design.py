@@ -6,8 +6,9 @@ rebuilds could run two designs. The book therefore pins what the rules proposed:
 points $FEDCORE_DESIGN at ``book/design.yml`` and $FEDCORE_DESIGN_PAGE at the page being executed, and every
 series of that page runs exactly the seeds the file gives it. Where the rule would now propose more, the run
 says so in the design log ($FEDCORE_DESIGN_LOG, printed at the end of the build) instead of changing the
-design. ``make design`` re-executes the book with $FEDCORE_DESIGN_RECORD=1: the rules decide and the file is
-written anew from what they proposed.
+design. ``make design`` executes the book with $FEDCORE_DESIGN_RECORD=1: a page the design does not list yet
+runs the seeds the rules decide, and they are written into the file; the pages it lists keep their seeds
+(delete the file to record every page anew).
 
 Outside the book's build (no $FEDCORE_DESIGN), the rules decide, as a re-executor's new parameters need.
 """
@@ -71,14 +72,17 @@ def read(path: Path) -> dict[str, dict[str, int]]:
 
 
 def pinned(names: Iterable[Hashable]) -> dict[Hashable, int] | None:
-    """The seeds the design pins for each series of the current page; None where no design is in force (no
-    $FEDCORE_DESIGN, or recording). A series the design does not list is a ConfigError naming it."""
+    """The seeds the design pins for each series of the current page; None where the rules decide: no
+    $FEDCORE_DESIGN, or recording a series the design does not list. Not recording, such a series is a
+    ConfigError naming it."""
     path = _path()
-    if path is None or recording():
+    if path is None:
         return None
     page = _page()
     series = read(path).get(page, {})
     missing = [label(n) for n in names if label(n) not in series]
+    if missing and recording():
+        return None
     if missing:
         raise ConfigError(f"{DESIGN_ENV}: {path} gives no seed count for page {page!r}, series "
                           f"{', '.join(missing)}; run `make design` to record the design", param=DESIGN_ENV)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -20,11 +18,13 @@ from fedcore import data as datasets
 from fedcore import parallel
 from fedcore.allocation import Allocation, partitioner_for
 from fedcore.config import ConfigError, RunConfig
+from fedcore.local import Shard, configure_torch, generator
+from fedcore.losses import LocalLoss
 from fedcore.metrics import confusion, evaluate, update_geometry
 from fedcore.models import build
-from fedcore.results import RunResult
-from fedcore.strategies import Update, strategy_for
-from fedcore.training import SGD, Correction, FlatModel, batch_stream, steps_for, train
+from fedcore.results import Checkpoint, RunResult
+from fedcore.strategies import Strategy, Update, strategy_for
+from fedcore.training import SGD, FlatModel, Stack, batch_stream, steps_for
 
 
 class TrainingDiverged(RuntimeError):
@@ -44,20 +44,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def configure_torch(threads: int) -> None:
-    """Set torch's thread count explicitly (unset, steps can run 50x slower when another process is busy;
-    it is part of the run key, as it changes the last bits) and flush denormal floats to zero (a converged
-    model's tiny gradients are otherwise several times slower to multiply on x86)."""
-    torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
-
-
-def generator(*seed: int) -> torch.Generator:
-    """A CPU generator seeded from a tuple, e.g. (seed, round, worker): independent, reproducible streams."""
-    state = np.random.SeedSequence(list(seed)).generate_state(2, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
-
-
 def allocate(config: RunConfig, labels: torch.Tensor) -> tuple[Allocation, list[torch.Tensor]]:
     """The allocation and each worker's training indices, with the globally shared subset added to every worker."""
     shared = torch.empty(0, dtype=torch.long)
@@ -68,9 +54,6 @@ def allocate(config: RunConfig, labels: torch.Tensor) -> tuple[Allocation, list[
         shared, pool = perm[:n_shared], perm[n_shared:].sort().values
     alloc = partitioner_for(config).split(labels[pool], config.workers, config.seed)
     return alloc, [torch.cat([pool[i], shared]) for i in alloc.indices]
-
-
-Shard = tuple[torch.Tensor, torch.Tensor]
 
 
 def _setup(config: RunConfig, data: datasets.Dataset | None) -> tuple[datasets.Dataset, Shard | None, FlatModel]:
@@ -106,11 +89,12 @@ def _record(
     return ev.loss
 
 
-def _progress(config: RunConfig, kind: str, progress: bool) -> tqdm:
+def _progress(config: RunConfig, kind: str, progress: bool, done: int = 0) -> tqdm:
     label = f"{kind} {config.model} {config.allocation}"
     if config.allocation == "biased":
         label += f" {config.bias:g}"
-    return tqdm(range(1, config.rounds + 1), desc=label, unit="round", disable=not progress, leave=False)
+    return tqdm(range(done + 1, config.rounds + 1), desc=label, unit="round", disable=not progress, leave=False,
+                initial=done, total=config.rounds)
 
 
 def _finish(result: RunResult, model: FlatModel, data: datasets.Dataset) -> RunResult:
@@ -121,56 +105,36 @@ def _finish(result: RunResult, model: FlatModel, data: datasets.Dataset) -> RunR
 Probe = Callable[[int, torch.Tensor, list[Update]], None]
 
 
-@dataclass(frozen=True)
-class Trained:
-    """One worker's round of local training: its update, the samples it saw and, with ``eval_workers``,
-    its local model's test figures."""
-
-    update: Update
-    seen: int
-    score: dict[str, object]
-
-
-def train_local(
-    model: FlatModel, shard: Shard, test: Shard, config: RunConfig, rnd: int, lr: float,
-    global_params: torch.Tensor, worker: int, correction: Correction | None,
-) -> Trained:
-    """Worker ``worker``'s local training in round ``rnd`` from the global parameters, with fresh optimizer
-    state; the same function in the main process and in worker processes (see fedcore.parallel)."""
-    x, y = shard
-    model.load(global_params)
-    steps = steps_for(len(y), config.batch_size, config.local_epochs, config.local_steps)
-    batches = batch_stream(x, y, config.batch_size, generator(config.seed, rnd, worker))
-    seen = train(model, SGD(lr, config.momentum, config.weight_decay), batches, steps, correction)
-    score: dict[str, object] = {}
-    if config.eval_workers:
-        ev = evaluate(model.module, *test)
-        score = {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "predicted": ev.predicted}
-    return Trained(Update(worker, model.params.clone(), len(y), steps, lr), seen, score)
-
-
 def run_federated(
-    config: RunConfig, progress: bool = True, data: datasets.Dataset | None = None, probe: Probe | None = None
+    config: RunConfig, progress: bool = True, data: datasets.Dataset | None = None, probe: Probe | None = None,
+    lockstep: bool = True, resume: RunResult | None = None,
 ) -> RunResult:
     """Train with federated averaging (or the configured strategy) and record every round.
 
     ``data`` replaces the configured dataset (tests use small synthetic sets); ``probe`` is called
-    after each round with the round, the new global parameters and the workers' updates.
+    after each round with the round, the new global parameters and the workers' updates; ``lockstep=False``
+    trains each round's workers one after another (fedcore.local's test oracle). ``resume``, a stored run of the
+    same experiment with fewer rounds and its checkpoint, is continued instead of starting again: the result is
+    the one training from the start gives, bit for bit. The result keeps its final checkpoint in memory.
     """
     data, validation, model = _setup(config, data)
     alloc, worker_idx = allocate(config, data.train_y.cpu())
     device = data.train_x.device
-    shards = [(data.train_x[i.to(device)], data.train_y[i.to(device)]) for i in worker_idx]
-    strategy = strategy_for(config)
+    shards = [i.to(device) for i in worker_idx]
+    strategy = strategy_for(config, model.head)
     choose = generator(config.seed, 2)
     result = RunResult("federated", config.key("federated"), {**config.experiment(), "device": str(device)},
                        allocation=alloc.counts.tolist())
     global_params = model.params.clone()
-    _record(result, model, data, validation, 0, config.lr, 0, 0.0)
+    done, samples = 0, 0
+    if resume is None:
+        _record(result, model, data, validation, 0, config.lr, 0, 0.0)
+    else:
+        done, samples = _continue(config, resume, result, strategy, choose, device)
+        global_params = resume.checkpoint.params.to(device).clone()
     test = (data.test_x[: config.eval_workers], data.test_y[: config.eval_workers])
-    train_round = parallel.local_training(config, device, model, shards, test)
-    samples = 0
-    bar = _progress(config, "federated", progress)
+    train_round = parallel.local_training(config, device, model, (data.train_x, data.train_y), shards, test, lockstep)
+    bar = _progress(config, "federated", progress, done)
     for rnd in bar:
         start = time.perf_counter()
         lr = config.lr * config.lr_decay ** (rnd - 1)
@@ -189,7 +153,38 @@ def run_federated(
         model.load(global_params)
         loss = _record(result, model, data, validation, rnd, lr, samples, time.perf_counter() - start)
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{result.final_accuracy:.3f}")
+    result.checkpoint = Checkpoint(global_params.cpu().clone(), _moved(strategy.state(), torch.device("cpu")))
     return _finish(result, model, data)
+
+
+def _moved(state: object, device: torch.device) -> object:
+    """A strategy's state (tensors, in dicts) on ``device``."""
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    if isinstance(state, dict):
+        return {k: _moved(v, device) for k, v in state.items()}
+    return state
+
+
+def _continue(
+    config: RunConfig, stored: RunResult, result: RunResult, strategy: Strategy, choose: torch.Generator,
+    device: torch.device,
+) -> tuple[int, int]:
+    """Take over a stored shorter run of ``config``'s experiment: its tables, its strategy state (on ``device``)
+    and the workers chosen so far; the rounds done and the samples seen."""
+    done = int(stored.config.get("rounds", -1))
+    same = {k: v for k, v in stored.config.items() if k not in ("rounds", "device")} == {
+        k: v for k, v in config.experiment().items() if k != "rounds"}
+    if stored.kind != "federated" or not same or stored.checkpoint is None or stored.diverged \
+            or not 0 < done < config.rounds or len(stored.rounds) != done + 1:
+        raise ValueError(f"resume must be a whole federated run of this experiment with fewer than {config.rounds} "
+                         f"rounds and its checkpoint; got a {stored.kind} run of {done} rounds")
+    result.rounds, result.classes, result.workers = (list(stored.rounds), list(stored.classes),
+                                                     list(stored.workers))
+    strategy.load_state(_moved(stored.checkpoint.server, device))
+    for _ in range(done):  # the workers chosen in the rounds already done
+        torch.randperm(config.workers, generator=choose)
+    return done, int(stored.rounds[-1]["samples"])
 
 
 def centralized_steps(config: RunConfig, n: int, rnd: int) -> int:
@@ -216,6 +211,7 @@ def run_centralized(
     """
     data, validation, model = _setup(config, data)
     x, y = data.train_x, data.train_y
+    stack = Stack(model, model.params[None])  # a stack of one: the model itself
     optimizer = SGD(config.lr, config.momentum, config.weight_decay)
     batches = batch_stream(x, y, config.batch_size, generator(config.seed, 3))
     result = RunResult("centralized", config.key("centralized"),
@@ -226,8 +222,11 @@ def run_centralized(
     for rnd in bar:
         start = time.perf_counter()
         optimizer.lr = config.lr * config.lr_decay ** (rnd - 1)
-        steps = centralized_steps(config, len(y), rnd)
-        samples += train(model, optimizer, batches, steps)
+        for _ in range(centralized_steps(config, len(y), rnd)):
+            xb, yb = next(batches)
+            stack.gradient(1, xb[None], yb[None], torch.ones(1, len(yb), device=x.device), LocalLoss())
+            optimizer.step(stack.params, stack.grad)
+            samples += len(yb)
         if probe is not None:
             probe(rnd, model.params, [])
         loss = _record(result, model, data, validation, rnd, optimizer.lr, samples, time.perf_counter() - start)

@@ -2,13 +2,19 @@
 ``--scheduler tcp://HOST:PORT``.
 
 Both are ``concurrent.futures`` executors, so ``run_many`` has one code path: one task per missing run,
-one thread each, its RunResult sent back to the client, which writes it to its own run store. Cluster
-workers need the dataset ($FEDCORE_DATA_DIR on each, or a download), not a shared filesystem; Dask
-reschedules the task of a worker that dies. The cluster path needs the ``cluster`` extra (dask, distributed).
+one thread each, its RunResult sent back to the client, which writes it to its own run store. The local
+pool is started once per size and kept for the process's life (starting one takes seconds; a notebook calls
+``run_many`` many times); its processes ignore Ctrl-C and exit with the main process, and a call stopped
+early (an error, Ctrl-C, SIGTERM under the command line) terminates them. Cluster workers need the dataset
+($FEDCORE_DATA_DIR on each, or a download), not a shared filesystem; Dask reschedules the task of a worker
+that dies. A scheduler that cannot be used is a SchedulerError naming it: a malformed address (at once), no
+answer within CONNECT_TIMEOUT_S, no worker within the worker timeout, or the scheduler lost midway. The
+cluster path needs the ``cluster`` extra (dask, distributed).
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -16,11 +22,16 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from fedcore.processes import child_started
+
 if TYPE_CHECKING:
     from distributed import Client
 
 SCHEDULER_ENV = "FEDCORE_SCHEDULER"
 CONNECT_TIMEOUT_S = 10.0
+WORKER_TIMEOUT_S = 60.0  # how long a scheduler may have no worker (--worker-timeout)
+SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")  # Dask's network protocols
+FROM = f"(from --scheduler or ${SCHEDULER_ENV})"
 
 
 class SchedulerError(ConnectionError):
@@ -32,32 +43,115 @@ def scheduler_address(explicit: str | None = None) -> str | None:
     return explicit or os.environ.get(SCHEDULER_ENV) or None
 
 
-def connect(address: str) -> Client:
-    """A client of the Dask scheduler at ``address``, or a SchedulerError naming it (before any work)."""
-    try:
-        from distributed import Client
-    except ImportError as err:
-        raise SchedulerError(f"scheduler {address!r} (from --scheduler or ${SCHEDULER_ENV}) needs Dask: "
-                             "pip install -e '.[cluster]'") from err
-    try:
-        return Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
-    except Exception as err:  # OSError / TimeoutError when nothing answers, ValueError for a malformed address
-        raise SchedulerError(f"no Dask scheduler answered at {address!r} (from --scheduler or ${SCHEDULER_ENV}) "
-                             f"within {CONNECT_TIMEOUT_S:g} s: {err}") from err
+def check_address(address: str) -> None:
+    """SchedulerError unless ``address`` has the form of a Dask scheduler's, [SCHEME://]HOST:PORT (before any
+    connection attempt, which would take seconds to fail)."""
+    scheme, sep, location = address.partition("://")
+    if not sep:
+        scheme, location = "tcp", address
+    host, _, port = location.rpartition(":")
+    if scheme in SCHEMES and host.strip("[]") and " " not in host and port.isdigit() and 0 < int(port) < 65536:
+        return
+    hint = " (http:// is the dashboard's; the scheduler's own address is tcp://HOST:8786 by default)" \
+        if scheme in ("http", "https") else ""
+    raise SchedulerError(f"scheduler must be a Dask scheduler's address, SCHEME://HOST:PORT with SCHEME one of "
+                         f"{', '.join(SCHEMES)}, e.g. tcp://127.0.0.1:8786; got {address!r} {FROM}{hint}")
 
 
 @contextmanager
-def executor(processes: int, address: str | None) -> Iterator[Executor]:
-    """The cluster at ``address`` as an executor, else a local spawn pool of ``processes``. Tasks still
-    pending when the caller stops early (an error, Ctrl-C) are cancelled."""
+def _quiet_dask() -> Iterator[None]:
+    """Dask's own log lines silenced (a failed connection or a lost scheduler is reported once, by us)."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def connect(address: str, worker_timeout: float = WORKER_TIMEOUT_S) -> Client:
+    """A client of the Dask scheduler at ``address`` with at least one worker, or a SchedulerError naming it
+    (before any work): malformed, no answer within CONNECT_TIMEOUT_S, or no worker within ``worker_timeout``."""
+    check_address(address)
+    try:
+        from distributed import Client
+    except ImportError as err:
+        raise SchedulerError(f"scheduler {address!r} {FROM} needs Dask: pip install -e '.[cluster]'") from err
+    try:
+        with _quiet_dask():
+            client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+    except Exception as err:  # OSError / TimeoutError when nothing answers
+        raise SchedulerError(f"no Dask scheduler answered at {address!r} {FROM} "
+                             f"within {CONNECT_TIMEOUT_S:g} s: {err}") from err
+    try:
+        client.wait_for_workers(1, timeout=worker_timeout)
+    except TimeoutError as err:
+        close(client)
+        raise SchedulerError(f"no Dask worker joined the scheduler at {address!r} {FROM} within "
+                             f"{worker_timeout:g} s (--worker-timeout): start some with 'dask worker {address}'"
+                             ) from err
+    return client
+
+
+def close(client: Client) -> None:
+    """Close a client; where the scheduler is gone, without Dask's tracebacks about reconnecting."""
+    with _quiet_dask():
+        client.close(timeout=CONNECT_TIMEOUT_S)
+
+
+_LOCAL_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def is_kept(size: int) -> bool:
+    """Whether this process keeps a local pool of ``size`` from an earlier call."""
+    return size in _LOCAL_POOLS
+
+
+def local_pool(size: int) -> ProcessPoolExecutor:
+    """The process's spawn pool of ``size`` processes, started on first use (processes start as tasks come)
+    and kept for later calls, replaced if one of its processes died meanwhile; concurrent.futures shuts it
+    down when the interpreter exits."""
+    kept = _LOCAL_POOLS.get(size)
+    if kept is not None and (kept._broken or not all(p.is_alive() for p in (kept._processes or {}).values())):
+        stop(kept)  # private attributes: no public way to ask whether a process died before Python 3.14
+    if size not in _LOCAL_POOLS:
+        context = multiprocessing.get_context("spawn")  # fork is unsafe once torch's thread pools exist
+        _LOCAL_POOLS[size] = ProcessPoolExecutor(size, mp_context=context, initializer=child_started)
+    return _LOCAL_POOLS[size]
+
+
+def stop(pool: ProcessPoolExecutor) -> None:
+    """Stop a local pool now, its processes terminated (a task cannot be cancelled once started), and forget
+    it: the next call starts a fresh one."""
+    for size, kept in list(_LOCAL_POOLS.items()):
+        if kept is pool:
+            del _LOCAL_POOLS[size]
+    processes = list((pool._processes or {}).values())  # no public way before Python 3.14's terminate_workers
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+@contextmanager
+def executor(processes: int, address: str | None, worker_timeout: float = WORKER_TIMEOUT_S) -> Iterator[Executor]:
+    """The cluster at ``address`` as an executor, else the local spawn pool of ``processes``. If the caller
+    stops early (an error, Ctrl-C, a generator closed), the work still pending is cancelled; a local pool is
+    stopped (``stop``)."""
     if address is None:
-        pool: Executor = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+        pool = local_pool(processes)
         try:
             yield pool
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        except BaseException:
+            stop(pool)
+            raise
         return
-    client = connect(address)
+    client = connect(address, worker_timeout)
     try:
         pool = client.get_executor(pure=False)  # equal configs are still separate tasks
         try:
@@ -65,4 +159,4 @@ def executor(processes: int, address: str | None) -> Iterator[Executor]:
         finally:
             pool.shutdown(wait=False)  # cancels what is left
     finally:
-        client.close()
+        close(client)

@@ -16,37 +16,36 @@ THREADS_ENV = "FEDCORE_THREADS"
 
 
 def book_threads() -> int:
-    """Torch threads of the report's runs: $FEDCORE_THREADS where set (a rebuild with another count gives
-    other runs, whose numbers scripts/compare_numbers.py sets against the first build's), else 1."""
-    text = os.environ.get(THREADS_ENV, "1")
+    """Torch threads of the report's runs: $FEDCORE_THREADS where set and not empty (a rebuild with another
+    count gives other runs, whose numbers scripts/compare_numbers.py sets against the first build's), else 1."""
+    text = os.environ.get(THREADS_ENV) or "1"
     if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f"${THREADS_ENV} must be an integer >= 1; got {text!r}", param=THREADS_ENV)
+        raise ConfigError(f"${THREADS_ENV} must be an integer >= 1; got {text!r}", param=f"${THREADS_ENV}")
     return int(text)
 
 
 # Every federated run in the report, unless a notebook parameter changes it. Each worker's model is
 # scored on the first 1,000 test images every round, so any run can show its workers.
-STANDARD = RunConfig(
-    allocation="biased", workers=10, model="mlp", rounds=50, local_epochs=None, local_steps=50,
-    batch_size=32, lr=0.05, eval_workers=1000, threads=book_threads(),
-)
-UNIFORM = "uniform"  # a series label: the uniform allocation rather than a bias level
-
-# The remedies compared at full bias, on equal rounds and equal worker compute: each is the standard
-# configuration with one of these changes. Where a remedy lists several, they are its tuning grid, the same
-# number of values for each (fedcore.tuning picks one per scenario on validation data); the shared subset
-# is a choice about the data, not a setting of the algorithm, and is not tuned.
-GRID_SIZE = 2  # values per tuned remedy: what the book's compute budget allows at two tuning seeds, two scenarios
-REMEDIES: dict[str, list[dict[str, object]]] = {
-    "fedavg": [{}],
-    "fedavgm": [{"strategy": "fedavgm", "server_lr": lr, "server_momentum": m} for lr, m in ((1.0, 0.5), (0.1, 0.9))],
-    "fedprox": [{"strategy": "fedprox", "mu": mu} for mu in (0.1, 1.0)],
-    "fedadam": [{"strategy": "fedadam", "server_lr": lr} for lr in (0.001, 0.003)],
-    "scaffold": [{"strategy": "scaffold", "server_lr": lr} for lr in (0.5, 1.0)],
-    "lr decay": [{"lr_decay": d} for d in (0.9, 0.97)],
-    "shared 5%": [{"shared_fraction": 0.05}],
+STANDARD_SETTINGS: dict[str, object] = {
+    "allocation": "biased", "workers": 10, "model": "mlp", "rounds": 50, "local_epochs": None, "local_steps": 50,
+    "batch_size": 32, "lr": 0.05, "eval_workers": 1000,
 }
 
+
+def standard() -> RunConfig:
+    """The report's standard configuration, on ``book_threads()`` threads (the variable is read here, when
+    the configuration is used: a bad value stops that use, not every import of fedcore)."""
+    return RunConfig(**STANDARD_SETTINGS, threads=book_threads())
+
+
+def __getattr__(name: str) -> object:
+    """``STANDARD``: ``standard()``, built where it is used."""
+    if name == "STANDARD":
+        return standard()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+UNIFORM = "uniform"  # a series label: the uniform allocation rather than a bias level
 
 def require(ok: bool, name: str, allowed: str, value: object) -> None:
     """Stop with a ConfigError naming the parameter and its allowed range unless ``ok``."""
@@ -67,7 +66,7 @@ def check_biases(name: str, biases: object) -> None:
 def config_for(bias: float | str, seed: int, **changes: object) -> RunConfig:
     """The standard configuration at a bias level (or 'uniform') and seed."""
     allocation = {"allocation": "uniform"} if bias == UNIFORM else {"bias": float(bias)}
-    return STANDARD.replace(**allocation, seed=seed, **changes)
+    return standard().replace(**allocation, seed=seed, **changes)
 
 
 def label(bias: float | str) -> str:

@@ -24,10 +24,16 @@ TYPES: dict[str, tuple[type, ...]] = {
 
 
 def declared(path: Path) -> dict[str, dict]:
-    """The parameters a notebook declares (name -> papermill's description: type, default, help)."""
+    """The parameters a notebook declares (name -> papermill's description: type, default, help); ConfigError
+    (param ``input``) for a file that is not a notebook."""
     import papermill
 
-    return papermill.inspect_notebook(str(path))
+    try:
+        return papermill.inspect_notebook(str(path))
+    except Exception as err:  # nbformat refuses a file in many ways: NotJSONError, a schema's ValidationError, ...
+        why = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"input must be a Jupyter notebook; '{path}' is not one ({type(err).__name__}: {why})",
+                          param="input") from err
 
 
 def _fits(value: object, type_name: str) -> bool:
@@ -95,7 +101,12 @@ def parameters_from(args: argparse.Namespace) -> dict[str, object]:
     """The parameters given, in papermill's order of precedence (later -y, then -p, then -r win)."""
     parameters: dict[str, object] = {}
     for text in args.parameters_yaml:
-        loaded = yaml.safe_load(text)
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or " ".join(str(err).split())
+            raise ConfigError(f"parameters_yaml must be valid YAML like 'biases: [0.5]'; got {text!r} ({problem})",
+                              param="parameters_yaml") from err
         if not isinstance(loaded, dict):
             raise ConfigError(f"parameters_yaml must be a YAML mapping like 'biases: [0.5]'; got {text!r}",
                               param="parameters_yaml")
@@ -118,6 +129,7 @@ def main(args: argparse.Namespace) -> int:
         check_parameters(args.input, parameters)
     except ConfigError as err:
         fail(str(err))
+    args.output.parent.mkdir(parents=True, exist_ok=True)  # checked writable, created only now
     try:
         papermill.execute_notebook(str(args.input), str(args.output), parameters=parameters)
     except papermill.PapermillExecutionError as err:

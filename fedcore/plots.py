@@ -10,6 +10,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from fedcore import geometry
+from fedcore.remedies import REMEDIES
 from fedcore.results import RunResult
 from fedcore.stats import Estimate, interval
 
@@ -33,10 +35,12 @@ def bias_color(bias: float) -> tuple[float, ...]:
     return plt.get_cmap("plasma")(0.88 * position)
 
 
-# One colour per method of the remedies chapter (FedAvg keeps the full-bias colour of the other chapters).
+# One colour per method of the remedies chapter (FedAvg keeps the full-bias colour of the other chapters); the
+# remedies built for label skew are drawn dash-dotted.
 METHOD_COLORS = {
     "fedavg": bias_color(1.0), "fedavgm": "tab:red", "fedprox": "tab:blue", "fedadam": "tab:green",
-    "scaffold": "tab:purple", "lr decay": "tab:brown", "shared 5%": "tab:cyan",
+    "scaffold": "tab:purple", "lr decay": "tab:brown", "shared 5%": "tab:cyan", "fedrs": "tab:pink",
+    "fedlc": "tab:olive", "fedntd": "tab:gray", "fedaws": "navy", "fedbabu": "teal",
 }
 
 
@@ -49,7 +53,8 @@ def series_style(label: str) -> dict[str, object]:
     if label == "uniform":
         return {"color": UNIFORM_COLOR}
     if label in METHOD_COLORS:
-        return {"color": METHOD_COLORS[label]}
+        skew = label in REMEDIES and REMEDIES[label].family == "label skew"
+        return {"color": METHOD_COLORS[label], **({"linestyle": "-."} if skew else {})}
     return {"color": bias_color(float(label.removeprefix("bias ")))}
 
 
@@ -145,6 +150,29 @@ def curves(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def geometry_curves(series: Mapping[str, Sequence[RunResult]], axes: Sequence[Axes]) -> None:
+    """The why chapter's two per-round instruments for each series (mean over its seeds, band: 95% interval):
+    the mean cosine similarity between the workers' updates (``axes[0]``) and the share of an update's norm in
+    the output layer (``axes[1]``), to the last round every seed reached (a diverged seed stops early)."""
+    instruments = ((geometry.mean_cosine, "Mean cosine similarity between workers' updates",
+                    "Do the workers move the same way?"),
+                   (geometry.output_share, "Share of the update's norm in the output layer (%)",
+                    "Where the workers move the weights"))
+    for ax, (value, ylabel, title) in zip(axes, instruments, strict=True):
+        for label, results in series.items():
+            style = series_style(label)
+            curves = [geometry.per_round(r, value) for r in results]
+            n = min(len(rounds) for rounds, _ in curves)
+            rounds, per_seed = curves[0][0][:n], np.array([values[:n] for _, values in curves])
+            mean = per_seed.mean(0)
+            half = np.array([interval(column) for column in per_seed.T]) if len(results) > 1 else 0 * mean
+            ax.plot(rounds, mean, label=f"{label} ({len(results)} seeds)", **style)
+            ax.fill_between(rounds, mean - half, mean + half, color=style["color"], alpha=0.2, linewidth=0)
+        ax.set(xlabel="Round", ylabel=ylabel, title=title)
+        ax.legend(title="mean over seeds, band: 95% interval", fontsize="small")
+        ax.grid(alpha=0.3)
 
 
 def worker_accuracies(result: RunResult, ax: Axes | None = None) -> Figure:

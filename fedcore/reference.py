@@ -14,7 +14,8 @@ from torch import nn
 
 from fedcore.config import RunConfig
 from fedcore.data import Dataset
-from fedcore.engine import allocate, generator
+from fedcore.engine import allocate
+from fedcore.local import generator
 from fedcore.models import build
 from fedcore.training import batch_stream, steps_for
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import as_completed
+from concurrent.futures import CancelledError, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from tqdm import tqdm
@@ -21,9 +22,10 @@ from fedcore.engine import (
     run_divergence,
     run_federated,
 )
-from fedcore.executors import executor, scheduler_address
+from fedcore.executors import WORKER_TIMEOUT_S, SchedulerError, executor, is_kept, scheduler_address, stop
+from fedcore.processes import WorkerDied, can_spawn, children_ignore_ctrl_c
 from fedcore.results import RunResult
-from fedcore.store import RunStore
+from fedcore.store import RunStore, WriteError
 
 KINDS = {"federated": run_federated, "centralized": run_centralized, "divergence": run_divergence}
 
@@ -35,12 +37,17 @@ def run(
     progress: bool = True,
     allow_divergence: bool = False,
     force: bool = False,
+    resume_from: int | None = None,
+    keep_checkpoint: bool = False,
 ) -> RunResult:
     """The stored result of ``config``, training it first if it is not stored yet (or with ``force``).
+    A federated run continues the stored run of the same experiment with ``resume_from`` rounds where its
+    checkpoint is stored too (the result is the same, bit for bit); ``keep_checkpoint`` stores this run's.
 
     A stored file that is not a whole run of ``config`` is named in a warning and replaced; one recorded
     with less detail (``eval_workers``) than asked is replaced silently. Before training, ``check``
-    raises ConfigError for what would fail later. A run whose loss became NaN or infinite is stored
+    raises ConfigError for what would fail later; a result that cannot be written all the same is a
+    WriteError naming the file. A run whose loss became NaN or infinite is stored
     with the rounds before it, marked ``diverged``, and raises TrainingDiverged unless
     ``allow_divergence`` (a sweep then shows where it stopped)."""
     store = store or RunStore()
@@ -48,21 +55,27 @@ def run(
     if result is None:
         check(config, kind, store)
         started = time.time()
-        try:
-            result = KINDS[kind](config, progress=progress)
-        except TrainingDiverged as err:
-            result = err.result
-        store.put(result)
+        result = train(config, kind, progress, store.shorter(config, resume_from) if resume_from else None)
+        store.put(result, checkpoint=keep_checkpoint)
         store.remove_stale_temporaries(before=started)
     if result.diverged and not allow_divergence:
         raise TrainingDiverged(result.diverged, result)
     return result
 
 
+def train(config: RunConfig, kind: str, progress: bool, start: RunResult | None = None) -> RunResult:
+    """Train one run (continuing ``start``, a shorter federated run with its checkpoint, where given); a run
+    that diverged comes back marked."""
+    try:
+        return KINDS[kind](config, progress=progress, **({"resume": start} if start is not None else {}))
+    except TrainingDiverged as err:
+        return err.result
+
+
 def check(config: RunConfig, kind: str, store: RunStore) -> None:
-    """Check, before any training, what would otherwise fail during it: the store's folder is writable,
-    the device exists, the data load (whole files) and the allocation gives every worker data.
-    Raises ConfigError naming the parameter (``runs_dir``, ``device``, ``data_dir``, ``workers``, ...)."""
+    """Check, before any training, what would otherwise fail during it: the store's folder is writable and
+    has room for the run, the device exists, the data load (whole files) and the allocation gives every
+    worker data. Raises ConfigError naming the parameter (``runs_dir``, ``device``, ``data_dir``, ``workers``, ...)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     store.check_writable()
@@ -73,6 +86,7 @@ def check(config: RunConfig, kind: str, store: RunStore) -> None:
         raise ConfigError(f"data_dir must hold the {config.dataset} dataset: {err}", param="data_dir") from err
     if kind != "centralized":
         allocate(config, data.train_y)
+    store.check_room([(config, kind)])
 
 
 class _Nowhere(RunStore):
@@ -87,14 +101,19 @@ class _Nowhere(RunStore):
     def check_writable(self) -> None:
         return None
 
+    def check_room(self, jobs: Sequence[tuple[RunConfig, str]]) -> None:
+        return None
+
     def remove_stale_temporaries(self, before: float) -> list[Path]:
         return []
 
 
-def train_one(config: RunConfig, kind: str) -> RunResult:
+def train_one(config: RunConfig, kind: str, start: RunResult | None = None) -> RunResult:
     """One run as a pool or cluster task: its configured threads (one by default), no worker processes of its
-    own (no oversubscription), nothing written; the result comes back, diverged or not."""
-    return run(config.replace(processes=1), kind, _Nowhere(), progress=False, allow_divergence=True)
+    own (no oversubscription), nothing written (the checkpoint travels back with the result); continuing
+    ``start`` where given; the result comes back, diverged or not."""
+    check(config, kind, _Nowhere())
+    return train(config.replace(processes=1), kind, False, start)
 
 
 Outcome = RunResult | Exception
@@ -106,16 +125,24 @@ def completed(
     processes: int | None = None,
     scheduler: str | None = None,
     progress: bool = True,
+    worker_timeout: float = WORKER_TIMEOUT_S,
+    resume_from: int | None = None,
+    keep_checkpoints: bool = False,
 ) -> Iterator[tuple[int, Outcome]]:
     """(index, result or the exception it raised) for each (config, kind) job: stored runs at once, then the
     missing ones as they finish, each written to ``store`` as it comes back (an interrupted call loses
     only the runs in flight). Diverged runs come back as results (``result.diverged`` says why).
 
-    Where they train: on the Dask cluster at ``scheduler`` (default $FEDCORE_SCHEDULER), else in a local
-    spawn pool of ``processes`` (default: the cores divided by the runs' threads), each run on its own
-    threads; a single missing run trains here, across its own worker processes (fedcore.parallel, for
-    one-thread runs), with ``progress`` bars. Before any training, the
-    store must be writable and (locally) ``check`` passes for every missing run, else ConfigError."""
+    Where they train: on the Dask cluster at ``scheduler`` (default $FEDCORE_SCHEDULER; SchedulerError when
+    it has no worker within ``worker_timeout`` seconds, or is lost), else in the process's local spawn pool
+    of ``processes`` (default: the cores divided by the runs' threads; kept for later calls), each run on its
+    own threads; a single missing run trains here, across its own worker processes (fedcore.parallel, for
+    one-thread runs), with ``progress`` bars, and so do all of them when called from a script's unguarded
+    module-level code (fedcore.processes.can_spawn). Before any training, the store must be writable with
+    room for the missing runs and (locally) ``check`` passes for each, else ConfigError; a result that
+    cannot be written stops the call with a WriteError. A missing federated run continues its stored
+    ``resume_from``-round run where there is one with a checkpoint; ``keep_checkpoints`` stores the
+    checkpoints of the runs trained (``run``)."""
     store = store or RunStore()
     missing = []
     for i, (config, kind) in enumerate(jobs):
@@ -131,25 +158,70 @@ def completed(
     if address is None:  # a cluster's workers hold the data; here, check each run before any trains
         for i in missing:
             check(*jobs[i], store)
+    store.check_room([jobs[i] for i in missing])
     threads = max(jobs[i][0].threads for i in missing)  # one pool task per core's worth of threads
-    pool_size = min(processes or max(1, (os.cpu_count() or 1) // threads), len(missing))
-    if address is None and pool_size <= 1:
+    pool_size = processes or max(1, (os.cpu_count() or 1) // threads)
+    if address is None and (min(pool_size, len(missing)) <= 1 or not can_spawn()):
         for i in missing:
             try:
-                yield i, run(*jobs[i], store=store, progress=progress, allow_divergence=True)
+                outcome: Outcome = run(*jobs[i], store=store, progress=progress, allow_divergence=True,
+                                       resume_from=resume_from, keep_checkpoint=keep_checkpoints)
+            except WriteError:
+                raise
             except Exception as err:
-                yield i, err
+                outcome = err
+            yield i, outcome
         return
-    with executor(pool_size, address) as pool:
-        futures = {pool.submit(train_one, *jobs[i]): i for i in missing}
-        for future in as_completed(futures):
+    yield from _pooled(jobs, missing, store, pool_size, address, worker_timeout, resume_from, keep_checkpoints)
+
+
+class _StalePool(Exception):
+    """A kept local pool broke before any of the call's tasks came back: a process died while it was idle."""
+
+
+def _pooled(
+    jobs: Sequence[tuple[RunConfig, str]], missing: list[int], store: RunStore, pool_size: int,
+    address: str | None, worker_timeout: float, resume_from: int | None, keep_checkpoints: bool,
+) -> Iterator[tuple[int, Outcome]]:
+    """``completed``'s missing runs as pool or cluster tasks (each with the shorter run it continues, if any),
+    each stored as it comes back. A kept local pool found broken before anything came back (one of its
+    processes died while idle, unseen until now) is replaced and the tasks given to the new one."""
+    starts = {i: store.shorter(jobs[i][0], resume_from) if resume_from else None for i in missing}
+    tasks = (jobs, missing, store, pool_size, address, worker_timeout, starts, keep_checkpoints)
+    try:
+        yield from _tasks(*tasks, reused=address is None and is_kept(pool_size))
+    except _StalePool:
+        yield from _tasks(*tasks, reused=False)
+
+
+def _tasks(
+    jobs: Sequence[tuple[RunConfig, str]], missing: list[int], store: RunStore, pool_size: int,
+    address: str | None, worker_timeout: float, starts: dict[int, RunResult | None], keep_checkpoints: bool,
+    reused: bool,
+) -> Iterator[tuple[int, Outcome]]:
+    with executor(pool_size, address, worker_timeout) as pool:
+        with children_ignore_ctrl_c():  # the local pool's processes start as tasks are submitted
+            futures = {pool.submit(train_one, *jobs[i], starts[i]): i for i in missing}
+        broken = False
+        for done, future in enumerate(as_completed(futures)):
             try:
-                result = future.result()
+                outcome: Outcome = future.result()
+            except CancelledError as err:  # only Dask cancels a task we wait for: its scheduler is gone
+                raise SchedulerError(f"lost the Dask scheduler at {address!r}: {len(missing) - done} runs did not "
+                                     "come back (those that did are stored: start again to resume)") from err
+            except BrokenProcessPool:
+                if reused and done == 0:
+                    stop(pool)
+                    raise _StalePool from None
+                broken = True
+                outcome = WorkerDied("a process of the local pool died (killed, or out of memory)")
             except Exception as err:
-                yield futures[future], err
-                continue
-            store.put(result)
-            yield futures[future], result
+                outcome = err
+            if isinstance(outcome, RunResult):
+                store.put(outcome, checkpoint=keep_checkpoints)
+            yield futures[future], outcome
+        if broken:
+            stop(pool)
 
 
 def run_many(
@@ -159,14 +231,19 @@ def run_many(
     progress: bool = True,
     allow_divergence: bool = False,
     scheduler: str | None = None,
+    worker_timeout: float = WORKER_TIMEOUT_S,
+    resume_from: int | None = None,
+    keep_checkpoints: bool = False,
 ) -> list[RunResult]:
-    """Results of several (config, kind) pairs, in order; missing runs train as in ``completed``: in a
-    local pool or on a Dask cluster, one thread each. The first failure (or, unless ``allow_divergence``,
-    divergence) is raised once the run is stored."""
+    """Results of several (config, kind) pairs, in order; missing runs train as in ``completed`` (continuing
+    stored ``resume_from``-round runs, keeping checkpoints where asked): in a local pool (kept for later calls)
+    or on a Dask cluster, one thread each. The first failure (or, unless ``allow_divergence``, divergence) is
+    raised once the run is stored."""
     results: list[RunResult | None] = [None] * len(jobs)
     # shown after a second only: a call whose runs are all stored (a notebook re-executed) prints no bar
     with tqdm(total=len(jobs), desc="runs", unit="run", disable=not progress, delay=1.0) as bar:
-        for i, outcome in completed(jobs, store, processes, scheduler, progress):
+        for i, outcome in completed(jobs, store, processes, scheduler, progress, worker_timeout, resume_from,
+                                    keep_checkpoints):
             if isinstance(outcome, Exception):
                 raise outcome
             if outcome.diverged and not allow_divergence:

@@ -1,21 +1,25 @@
 """Aggregation strategies: how the manager turns the workers' models into the next global model.
 
-One small class per rule, all on flat parameter vectors. A strategy may also correct the workers'
-local gradients (FedProx, SCAFFOLD) through ``correction``. Strategies with server state (momentum,
-moments, control variates) keep it on the instance: ``strategy_for`` builds a fresh one per run.
+One small class per rule, all on flat parameter vectors. A strategy may also change the workers' local
+training: correct their gradients (FedProx, SCAFFOLD: ``correction``), their loss from their own class counts
+(FedRS, FedLC, FedNTD: ``local_loss``), or keep the output layer fixed (FedBABU: ``trains_head``). Strategies
+with server state (momentum, moments, control variates) keep it on the instance (``state``): ``strategy_for``
+builds a fresh one per run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
-from fedcore.training import Correction
+from fedcore.losses import LocalLoss
 
 if TYPE_CHECKING:
     from fedcore.config import RunConfig
+    from fedcore.training import Head
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,26 @@ def average_delta(
     return average, average - global_params
 
 
+class Correction:
+    """Added to a worker's local gradients at every step: ``correction(grad, params)`` changes ``grad`` in place
+    (rows of workers, or one flat vector). A plain object, so that it can be sent to a worker process."""
+
+    def __call__(self, grad: torch.Tensor, params: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def stacked(cls, corrections: list[Correction]) -> Correction:
+        """One correction for a stack of workers, row k being ``corrections[k]``'s."""
+        raise NotImplementedError
+
+    def rows(self, workers: int) -> Correction:
+        """The correction of the first ``workers`` rows of a stack."""
+        return self
+
+
 @dataclass(frozen=True)
-class Proximal:
-    """FedProx's gradient term ``mu * (w - anchor)``: a plain object, so it can be sent to a worker process."""
+class Proximal(Correction):
+    """FedProx's gradient term ``mu * (w - anchor)``, the anchor being the global model (shared by every row)."""
 
     mu: float
     anchor: torch.Tensor
@@ -56,15 +77,29 @@ class Proximal:
     def __call__(self, grad: torch.Tensor, params: torch.Tensor) -> None:
         grad.add_(params, alpha=self.mu).sub_(self.anchor, alpha=self.mu)
 
+    @classmethod
+    def stacked(cls, corrections: list[Proximal]) -> Proximal:
+        first = corrections[0]
+        if any(c.mu != first.mu or not torch.equal(c.anchor, first.anchor) for c in corrections[1:]):
+            raise ValueError("the workers of a round share FedProx's mu and anchor")
+        return first
+
 
 @dataclass(frozen=True)
-class Shift:
-    """SCAFFOLD's gradient correction: a constant vector added to every local gradient."""
+class Shift(Correction):
+    """SCAFFOLD's gradient correction: a constant vector added to every local gradient (a row per worker)."""
 
     shift: torch.Tensor
 
     def __call__(self, grad: torch.Tensor, params: torch.Tensor) -> None:
         grad.add_(self.shift)
+
+    @classmethod
+    def stacked(cls, corrections: list[Shift]) -> Shift:
+        return cls(torch.stack([c.shift for c in corrections]))
+
+    def rows(self, workers: int) -> Shift:
+        return Shift(self.shift[:workers])
 
 
 def moved(average: torch.Tensor, delta: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
@@ -72,20 +107,36 @@ def moved(average: torch.Tensor, delta: torch.Tensor, step: torch.Tensor) -> tor
     return average + (step - delta)
 
 
+@dataclass(eq=False)
 class Strategy:
     """Base class: FedAvg's behaviour, hooks for the others."""
 
     name = "fedavg"
+    trains_head = True  # False: the workers leave the output layer as the global model has it
 
     def correction(self, worker: int, global_params: torch.Tensor) -> Correction | None:
         """Added to each local gradient of ``worker`` (None: plain SGD)."""
         return None
 
+    def local_loss(self, counts: torch.Tensor) -> LocalLoss:
+        """The local objective of workers whose class counts are the rows of ``counts`` (plain cross-entropy)."""
+        return LocalLoss()
+
     def aggregate(self, global_params: torch.Tensor, updates: list[Update]) -> torch.Tensor:
         """The next global parameters."""
         raise NotImplementedError
 
+    def state(self) -> dict[str, object]:
+        """The server state (the fields not set at construction), from which a run can be continued."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.init}
 
+    def load_state(self, state: dict[str, object]) -> None:
+        """Continue from a ``state``."""
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+@dataclass(eq=False)
 class FedAvg(Strategy):
     """McMahan et al. 2017: the sample-weighted average of the workers' models."""
 
@@ -195,14 +246,130 @@ class Scaffold(Strategy):
         return moved(average, delta, self.server_lr * delta)
 
 
-def strategy_for(config: RunConfig) -> Strategy:
-    """A fresh strategy (with empty server state) for the one a run config asks for."""
+@dataclass(eq=False)
+class FedRS(Strategy):
+    """Li and Zhan 2021, restricted softmax: each worker scales its logit of class c by
+    ``alpha + (1 - alpha) * n_c / max(n)`` from its own class counts (the official code's form; one class per
+    worker: 1 for its class, ``alpha`` for every absent one), so that absent classes are pushed down less.
+    Aggregation as FedAvg; ``alpha=1`` is FedAvg exactly."""
+
+    name = "fedrs"
+    alpha: float
+
+    def local_loss(self, counts: torch.Tensor) -> LocalLoss:
+        share = counts / counts.max(1, keepdim=True).values
+        return LocalLoss(scale=share * (1 - self.alpha) + self.alpha)
+
+    def aggregate(self, global_params: torch.Tensor, updates: list[Update]) -> torch.Tensor:
+        return weighted_average(updates)
+
+
+@dataclass(eq=False)
+class FedLC(Strategy):
+    """Zhang et al. 2022, logit calibration: each worker subtracts ``tau * n_c^(-1/4)`` from its logit of class c
+    (its own count n_c) before the cross-entropy. A class the worker does not hold counts as one sample: the
+    paper's n_c^(-1/4) is infinite there, and at one class per worker an infinite shift would make every local
+    loss zero. Aggregation as FedAvg; ``tau=0`` is FedAvg exactly."""
+
+    name = "fedlc"
+    tau: float
+
+    def local_loss(self, counts: torch.Tensor) -> LocalLoss:
+        return LocalLoss(shift=counts.clamp(min=1).pow(-0.25) * -self.tau)
+
+    def aggregate(self, global_params: torch.Tensor, updates: list[Update]) -> torch.Tensor:
+        return weighted_average(updates)
+
+
+@dataclass(eq=False)
+class FedNTD(Strategy):
+    """Lee et al. 2022, not-true distillation: each worker adds ``beta`` times the distillation of the global
+    model's softmax over the classes other than the label, at ``temperature``, so that it keeps the global
+    model's view of the classes it does not see. Aggregation as FedAvg; ``beta=0`` is FedAvg exactly."""
+
+    name = "fedntd"
+    beta: float
+    temperature: float
+
+    def local_loss(self, counts: torch.Tensor) -> LocalLoss:
+        return LocalLoss(distill=self.beta, temperature=self.temperature)
+
+    def aggregate(self, global_params: torch.Tensor, updates: list[Update]) -> torch.Tensor:
+        return weighted_average(updates)
+
+
+def spread_out(weight: torch.Tensor, margin: float, steps: int, lr: float) -> torch.Tensor:
+    """FedAwS's repair of the classifier on the manager: ``steps`` steps of SGD (momentum 0.9) at ``lr`` on the
+    spreadout penalty of the class rows of ``weight`` (classes x features), the squared hinge of the cosine
+    distance d = (1 - cos) / 2 of every pair of classes below ``margin``, summed and divided by classes^2 as the
+    FedRS authors' code (FedRepo) computes it."""
+    classes = len(weight)
+    apart = 1 - torch.eye(classes, dtype=weight.dtype, device=weight.device)
+    w = weight.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.SGD([w], lr=lr, momentum=0.9)
+    with torch.enable_grad():
+        for _ in range(steps):
+            unit = torch.nn.functional.normalize(w, dim=1)
+            distance = (1 - unit @ unit.T) / 2
+            penalty = ((margin - distance).clamp(min=0).square() * apart).sum() / classes**2
+            optimizer.zero_grad()
+            penalty.backward()
+            optimizer.step()
+    return w.detach()
+
+
+@dataclass(eq=False)
+class FedAwS(Strategy):
+    """Yu et al. 2020, federated averaging with spreadout: after FedAvg's average, the manager pushes the output
+    layer's class rows apart (``spread_out``: ``margin``, ``steps``, ``lr``), as the workers, each holding only
+    its positive class, cannot. ``steps=0`` is FedAvg exactly."""
+
+    name = "fedaws"
+    head: Head
+    margin: float
+    steps: int
+    lr: float
+
+    def aggregate(self, global_params: torch.Tensor, updates: list[Update]) -> torch.Tensor:
+        average = weighted_average(updates)
+        if self.steps:
+            h = self.head
+            rows = spread_out(average[h.weight].view(h.classes, h.features), self.margin, self.steps, self.lr)
+            average[h.weight] = rows.flatten()
+        return average
+
+
+@dataclass(eq=False)
+class FedBABU(Strategy):
+    """Oh et al. 2022's body-only training: the output layer stays at its initial weights and only the body is
+    trained and averaged; the global model is evaluated as it is (without FedBABU's per-worker fine-tuning)."""
+
+    name = "fedbabu"
+    trains_head = False
+    head: Head
+
+    def aggregate(self, global_params: torch.Tensor, updates: list[Update]) -> torch.Tensor:
+        average = weighted_average(updates)
+        average[self.head.start :] = global_params[self.head.start :]  # exactly, not an average of equal copies
+        return average
+
+
+def strategy_for(config: RunConfig, head: Head | None = None) -> Strategy:
+    """A fresh strategy (with empty server state) for the one a run config asks for; those that act on the
+    output layer (FedAwS, FedBABU) need the model's ``head`` (FlatModel.head)."""
     c = config
+    if c.strategy in ("fedaws", "fedbabu") and head is None:
+        raise ValueError(f"strategy {c.strategy} needs the model's head (FlatModel.head)")
     builders = {
         "fedavg": FedAvg,
         "fedavgm": lambda: FedAvgM(c.server_lr, c.server_momentum),
         "fedprox": lambda: FedProx(c.mu),
         "fedadam": lambda: FedAdam(c.server_lr, c.beta1, c.beta2, c.tau),
         "scaffold": lambda: Scaffold(c.workers, c.server_lr),
+        "fedrs": lambda: FedRS(c.rs_alpha),
+        "fedlc": lambda: FedLC(c.lc_tau),
+        "fedntd": lambda: FedNTD(c.ntd_beta, c.ntd_temperature),
+        "fedaws": lambda: FedAwS(head, c.aws_margin, c.aws_steps, c.aws_lr),
+        "fedbabu": lambda: FedBABU(head),
     }
     return builders[c.strategy]()

@@ -1,21 +1,29 @@
-"""Tuning the remedies in the open: each remedy's grid (``experiments.REMEDIES``) at full bias, scored on
-validation images held out of the training set (never the test set), in each scenario the book compares.
+"""Tuning the remedies in the open: each remedy's grid (fedcore.remedies) at full bias, scored on validation
+images held out of the training set (never the test set), in each scenario the book compares.
 
 Every run of a scenario, tuning and comparison alike, holds out the same ``VALIDATION`` training images and
 trains on the rest, so the tuning runs at the chosen values (seeds 0..TUNING_SEEDS-1) are the first seeds of
-the comparison. The choice is computed from the stored tuning runs, never typed in: per remedy, the grid value
-with the highest validation accuracy, averaged over the last ``LAST`` rounds and then over the tuning seeds
-(a diverged seed counts at chance); ties go to the first value of the grid.
+the comparison. The grids are searched by successive halving (as in Hyperband and ASHA): every value runs the
+first ``1/RUNG`` of the rounds at the tuning seeds, and the better half of the values (by validation score) is
+continued to the full rounds, from where it stopped (the run store keeps the rung's checkpoints: the continued
+run is the full-length run bit for bit). The choice is made on the full-length score, never typed in: per
+remedy, the value with the highest validation accuracy averaged over the last ``LAST`` rounds and then over
+the tuning seeds (a diverged seed counts at chance); ties go to the smaller value. A choice on an edge of the
+grid extends it by the next value on that side (``Grid.below``/``above``), run at full length, until the
+choice is inside or the extensions run out.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from fedcore import design
 from fedcore.config import RunConfig
-from fedcore.experiments import REMEDIES, STANDARD, over_seeds, paired_runs, require, rule, seed_values
+from fedcore.experiments import STANDARD, over_seeds, paired_runs, require, seed_values, summarize
+from fedcore.remedies import REMEDIES, tuned
 from fedcore.results import RunResult
 from fedcore.runner import run_many
 from fedcore.stats import Estimate, estimate
@@ -28,11 +36,10 @@ SCENARIOS: dict[str, dict[str, object]] = {
 }
 VALIDATION = 6000  # training images held out (10%): the workers share the other 54,000
 TUNING_SEEDS = 2
+RUNG = 2  # successive halving: every value runs rounds // RUNG rounds, the better 1/RUNG of them all rounds
 LAST = 5  # final rounds whose validation accuracy is averaged (less noise than the last round alone)
-SEEDS, MORE_SEEDS, WIDE = 3, 5, 2.0  # the spread rule of experiments.seeded: 3 seeds, 5 where sd > 2 points
-CLOSE_SEEDS = 10  # seeds of a remedy and the baseline where its verdict against the baseline is close
-
-Candidate = tuple[str, int]  # (remedy, index in its grid)
+SEEDS = 5  # seeds of every method in the comparison
+CLOSE_SEEDS = 10  # seeds of both methods of a paired comparison whose verdict is close
 
 
 def check_scenario(scenario: object) -> None:
@@ -47,28 +54,9 @@ def base(scenario: str) -> RunConfig:
     return STANDARD.replace(bias=1.0, eval_workers=0, validation=VALIDATION, **SCENARIOS[scenario])
 
 
-def tuned() -> list[str]:
-    """The remedies with a grid (more than one value)."""
-    return [m for m, grid in REMEDIES.items() if len(grid) > 1]
-
-
-def setting(changes: dict[str, object]) -> str:
-    """A grid value in words, e.g. 'server_lr 0.5, server_momentum 0.9' (the strategy's name left out)."""
-    return ", ".join(f"{k} {v:g}" for k, v in changes.items() if k != "strategy") or "standard settings"
-
-
-def candidates(scenario: str) -> dict[Candidate, RunConfig]:
-    """Every grid value of every tuned remedy, as a configuration (seed 0)."""
-    start = base(scenario)
-    return {(m, i): start.replace(**changes) for m in tuned() for i, changes in enumerate(REMEDIES[m])}
-
-
-def tuning_runs(scenario: str) -> dict[Candidate, list[RunResult]]:
-    """The tuning runs (TUNING_SEEDS seeds per candidate), from the store or trained together across the cores."""
-    configs = candidates(scenario)
-    jobs = [(c.replace(seed=s), "federated") for c in configs.values() for s in range(TUNING_SEEDS)]
-    results = run_many(jobs, allow_divergence=True)
-    return {k: results[i * TUNING_SEEDS : (i + 1) * TUNING_SEEDS] for i, k in enumerate(configs)}
+def rung_rounds(scenario: str) -> int:
+    """The rounds every grid value runs before the worse half is dropped."""
+    return base(scenario).rounds // RUNG
 
 
 def score(results: Sequence[RunResult]) -> Estimate:
@@ -80,36 +68,113 @@ def score(results: Sequence[RunResult]) -> Estimate:
     return estimate(per_seed, sum(bool(r.diverged) for r in results)).scaled(100)
 
 
-def choose(runs: dict[Candidate, list[RunResult]]) -> dict[str, int]:
-    """Per tuned remedy, the grid index with the highest mean validation score (the first on ties)."""
-    scores = {k: score(rs).mean for k, rs in runs.items()}
-    return {m: max(range(len(REMEDIES[m])), key=lambda i: (scores[(m, i)], -i)) for m in tuned()}
+@dataclass
+class Trial:
+    """One value of a remedy's grid: its runs at the rung and, where it went on, at full length; ``extension``
+    when it was added because the choice sat on an edge."""
+
+    value: float
+    rung: list[RunResult]
+    full: list[RunResult] | None = None
+    extension: bool = False
+
+
+@dataclass
+class Search:
+    """A remedy's search in a scenario: its trials in increasing order of value, and the value chosen."""
+
+    remedy: str
+    trials: list[Trial]
+
+    @property
+    def chosen(self) -> Trial:
+        """The continued trial with the best full-length score (ties: the smaller value)."""
+        full = [t for t in self.trials if t.full is not None]
+        return max(full, key=lambda t: (score(t.full).mean, -t.value))
+
+    def edge_extension(self) -> float | None:
+        """The next value beyond the grid's edge where the choice sits on it, else None."""
+        grid, values = REMEDIES[self.remedy].grid, [t.value for t in self.trials]
+        tried = set(values)
+        if self.chosen.value == min(values):
+            return next((v for v in grid.below if v not in tried), None)
+        if self.chosen.value == max(values):
+            return next((v for v in grid.above if v not in tried), None)
+        return None
+
+
+def _runs(configs: dict[tuple[str, float], RunConfig], **options: object) -> dict[tuple[str, float], list]:
+    """Each configuration over the tuning seeds, trained together where missing."""
+    jobs = [(c.replace(seed=s), "federated") for c in configs.values() for s in range(TUNING_SEEDS)]
+    results = run_many(jobs, allow_divergence=True, **options)
+    return {k: results[i * TUNING_SEEDS : (i + 1) * TUNING_SEEDS] for i, k in enumerate(configs)}
+
+
+def _trials(scenario: str, values: dict[str, list[float]], extension: bool) -> dict[str, list[Trial]]:
+    """New trials of each remedy's values: at the rung (checkpoints kept), then every one continued (an
+    extension), or (a grid) only the better half by the rung's score."""
+    start = base(scenario)
+    config = {(m, v): start.replace(**REMEDIES[m].setting(v)) for m, vs in values.items() for v in vs}
+    rung = _runs({k: c.replace(rounds=rung_rounds(scenario)) for k, c in config.items()}, keep_checkpoints=True)
+    trials = {m: [Trial(v, rung[(m, v)], extension=extension) for v in vs] for m, vs in values.items()}
+    going_on = {}
+    for m, ts in trials.items():
+        keep = len(ts) if extension else math.ceil(len(ts) / RUNG)
+        going_on[m] = sorted(ts, key=lambda t: (-score(t.rung).mean, t.value))[:keep]
+    finished = _runs({(m, t.value): config[(m, t.value)] for m, ts in going_on.items() for t in ts},
+                     resume_from=rung_rounds(scenario))
+    for m, ts in going_on.items():
+        for t in ts:
+            t.full = finished[(m, t.value)]
+    return trials
+
+
+def search(scenario: str) -> dict[str, Search]:
+    """Every tuned remedy's search in a scenario, from the store or trained (all remedies together)."""
+    found = {m: Search(m, ts) for m, ts in _trials(
+        scenario, {m: list(REMEDIES[m].grid.values) for m in tuned()}, extension=False).items()}
+    while extend := {m: [v] for m, s in found.items() if (v := s.edge_extension()) is not None}:
+        for m, ts in _trials(scenario, extend, extension=True).items():
+            found[m].trials = sorted([*found[m].trials, *ts], key=lambda t: t.value)
+    return found
 
 
 def chosen(scenario: str) -> dict[str, dict[str, object]]:
     """Every method's changes to ``base(scenario)``: the untuned as defined, the tuned at their chosen value."""
-    picks = choose(tuning_runs(scenario))
-    return {m: grid[picks.get(m, 0)] for m, grid in REMEDIES.items()}
+    found = search(scenario)
+    return {m: r.setting(found[m].chosen.value if m in found else None) for m, r in REMEDIES.items()}
+
+
+def best_of(series: dict[str, list[RunResult]], family: str) -> str | None:
+    """The method of a family (fedcore.remedies) with the highest mean final test accuracy, if any is here."""
+    members = [m for m in series if REMEDIES[m].family == family]
+    return max(members, key=lambda m: summarize(series[m]).mean) if members else None
+
+
+def pairs(series: dict[str, list[RunResult]], methods: Sequence[str]) -> list[tuple[str, str]]:
+    """The paired comparisons the book decides: every method against the baseline (``methods[0]``), and every
+    remedy built for label skew against the best generic remedy."""
+    baseline, generic = methods[0], best_of(series, "generic")
+    against = [(m, baseline) for m in methods[1:]]
+    if generic is not None:
+        against += [(m, generic) for m in methods if REMEDIES[m].family == "label skew"]
+    return against
 
 
 def wanted(series: dict[str, list[RunResult]], methods: Sequence[str]) -> dict[str, int]:
-    """The seeds the rules ask for each method, judged on the runs at hand: the spread rule
-    (``experiments.rule``), then every method at least as many as the baseline (``methods[0]``), so that each
-    is compared with it on the same seeds; where a method's verdict against the baseline is close
-    (``Comparison.close``), it and the baseline CLOSE_SEEDS."""
-    baseline = methods[0]
-    first = {m: rule(series[m], SEEDS, MORE_SEEDS, WIDE) for m in methods}
-    counts = {m: max(first[m], first[baseline]) for m in methods}
-    close = [m for m in methods[1:]
-             if paired_runs(series[m][: counts[m]], series[baseline][: counts[baseline]]).close]
-    for m in [baseline, *close] if close else []:
-        counts[m] = max(counts[m], CLOSE_SEEDS)
+    """The seeds the rules ask for each method, judged on the runs at hand: SEEDS each, so that every method is
+    compared with every other on the same seeds; where a verdict of ``pairs`` is close (``Comparison.close``),
+    CLOSE_SEEDS for both of its methods."""
+    counts = dict.fromkeys(methods, SEEDS)
+    for a, b in pairs(series, methods):
+        if paired_runs(series[a][:SEEDS], series[b][:SEEDS]).close:
+            counts[a] = counts[b] = CLOSE_SEEDS
     return counts
 
 
 def comparison(scenario: str, methods: Sequence[str]) -> dict[str, list[RunResult]]:
-    """Each method at its chosen setting over the seeds ``wanted`` asks for (first SEEDS each, then more as the
-    rules say), trained together where missing. In the book's build the design (fedcore.design) pins each
+    """Each method at its chosen setting over the seeds ``wanted`` asks for (SEEDS each, then more where a verdict
+    is close), trained together where missing. In the book's build the design (fedcore.design) pins each
     method's seeds instead, and a method whose rules would now ask for more says so in the design log."""
     settings = chosen(scenario)
     start = base(scenario)
@@ -120,9 +185,6 @@ def comparison(scenario: str, methods: Sequence[str]) -> dict[str, list[RunResul
         design.note(wanted(series, methods), counts)
         return series
     series = over_seeds(configs, dict.fromkeys(configs, SEEDS))
-    baseline = methods[0]
-    spread = {m: rule(series[m], SEEDS, MORE_SEEDS, WIDE) for m in methods}
-    series = over_seeds(configs, {m: max(spread[m], spread[baseline]) for m in methods}, have=series)
     series = over_seeds(configs, wanted(series, methods), have=series)
     design.record({m: len(rs) for m, rs in series.items()})
     return series

@@ -18,10 +18,14 @@ import torch
 ENGINE_VERSION = "3"
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The modules whose source decides a run's result, relative to fedcore/. Plots, notebooks helpers, the
-# store and the command line only read or show results and are left out.
+# store and the command line only read or show results and are left out; so is where the work runs (parallel,
+# processes, executors, runner): a worker's rows of a batched matmul do not depend on the other rows, so worker
+# processes give the one-process bits (tests/test_parallel.py holds them to it).
 RESULT_SOURCES = (
     "engine.py",
+    "local.py",
     "training.py",
+    "losses.py",
     "strategies.py",
     "allocation.py",
     "models.py",
@@ -29,7 +33,6 @@ RESULT_SOURCES = (
     "data.py",
     "config.py",
     "version.py",
-    "parallel.py",
 )
 
 

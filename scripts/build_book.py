@@ -13,7 +13,8 @@ missing; ``make numbers-reference`` makes a build's numbers the reference, in th
 
 Every page runs the seeds the committed design ``book/design.yml`` pins for it (fedcore.design); where a rule
 would now ask for more, the design log printed at the end says so. With $FEDCORE_DESIGN_RECORD=1 (``make
-design``) every notebook is executed again, the rules decide, and the design is written anew.
+design``) the pages the design does not list are executed with the rules deciding, and the design records
+them; the pages it lists keep their seeds.
 Seconds per notebook and in total are printed at the end.
 
     python scripts/build_book.py            # notebooks, then jupyter-book build with warnings as errors
@@ -62,24 +63,24 @@ def load_manifest(path: Path = MANIFEST) -> list[dict]:
 
 
 def code_hash() -> str:
-    """fedcore's sources and the design: a change to either re-executes every notebook."""
     digest = hashlib.sha256()
-    for source in [*sorted((ROOT / "fedcore").glob("*.py")), DESIGN]:
-        digest.update(source.read_bytes() if source.exists() else b"")
+    for source in sorted((ROOT / "fedcore").glob("*.py")):
+        digest.update(source.read_bytes())
     return digest.hexdigest()
 
 
-def fingerprint(entry: dict, code: str, others: list[str] = ()) -> str:
+def fingerprint(entry: dict, code: str, seeds: object, others: list[str] = ()) -> str:
+    """What decides a page: its notebook, parameters, fedcore's sources and the seeds the design gives it."""
     notebook = (ROOT / "notebooks" / f"{entry['notebook']}.ipynb").read_bytes()
-    payload = json.dumps([entry["parameters"], code, list(others)], sort_keys=True).encode()
+    payload = json.dumps([entry["parameters"], code, seeds, list(others)], sort_keys=True).encode()
     return hashlib.sha256(notebook + payload).hexdigest()
 
 
-def fingerprints(entries: list[dict], code: str) -> dict[str, str]:
+def fingerprints(entries: list[dict], code: str, seeds: dict[str, dict[str, int]]) -> dict[str, str]:
     """Each entry's fingerprint by output; a ``summary`` entry's covers every other one's."""
-    prints = {e["output"]: fingerprint(e, code) for e in entries if not e.get("summary")}
-    return {e["output"]: fingerprint(e, code, sorted(prints.values())) if e.get("summary") else prints[e["output"]]
-            for e in entries}
+    prints = {e["output"]: fingerprint(e, code, seeds.get(e["output"])) for e in entries if not e.get("summary")}
+    return {e["output"]: fingerprint(e, code, seeds.get(e["output"]), sorted(prints.values()))
+            if e.get("summary") else prints[e["output"]] for e in entries}
 
 
 def stored_fingerprint(output: Path) -> str | None:
@@ -201,23 +202,23 @@ def main() -> None:
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     DESIGN_LOG.parent.mkdir(parents=True, exist_ok=True)
     DESIGN_LOG.unlink(missing_ok=True)
-    if recording:  # the rules decide every page's seeds anew
-        DESIGN.unlink(missing_ok=True)
     os.environ |= {design.DESIGN_ENV: str(DESIGN), design.LOG_ENV: str(DESIGN_LOG)}
     entries = load_manifest()
     check_parameters(entries)
-    prints = fingerprints(entries, code_hash())
+    seeds = design.read(DESIGN)
+    prints = fingerprints(entries, code_hash(), seeds)
     times: list[tuple[str, str]] = []
     start = time.perf_counter()
     for entry in entries:
         output = OUTPUT_DIR / f"{entry['output']}.ipynb"
-        if not (args.force or recording) and stored_fingerprint(output) == prints[entry["output"]]:
+        unlisted = recording and entry["output"] not in seeds
+        if not (args.force or unlisted) and stored_fingerprint(output) == prints[entry["output"]]:
             times.append((entry["output"], "unchanged"))
             continue
         print(f"executing {entry['notebook']} -> {output.relative_to(ROOT)} {entry['parameters']}", flush=True)
         times.append((entry["output"], f"{execute(entry, prints[entry['output']], output):.1f} s"))
-    if recording:  # the design they wrote is part of every fingerprint: stamp the pages with the final ones
-        for output, print_ in fingerprints(entries, code_hash()).items():
+    if recording:  # the seeds they recorded are part of the fingerprints: stamp the pages with the final ones
+        for output, print_ in fingerprints(entries, code_hash(), design.read(DESIGN)).items():
             book = nbformat.read(OUTPUT_DIR / f"{output}.ipynb", as_version=4)
             book.metadata["tenwrongs"]["fingerprint"] = print_
             replace_bytes(OUTPUT_DIR / f"{output}.ipynb", nbformat.writes(book).encode())

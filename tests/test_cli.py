@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import signal
 import subprocess
@@ -182,3 +183,59 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     assert process.wait() == 130
     assert "Traceback" not in err and err.rstrip().endswith("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "abc", " 2"])
+def test_a_bad_fedcore_threads_breaks_only_what_uses_it(monkeypatch, tmp_path, capsys, no_training, bad):
+    monkeypatch.setenv("FEDCORE_THREADS", bad)
+    for command in ("run", "sweep", "notebook"):
+        assert "usage:" in parser()._subparsers._group_actions[0].choices[command].format_help()
+    err = _fails(capsys, ["run", "--standard", "--bias", "1", "--runs-dir", str(tmp_path / "runs")])
+    assert f"$FEDCORE_THREADS must be an integer >= 1; got '{bad}'" in err and not (tmp_path / "runs").exists()
+
+
+def test_a_bad_fedcore_threads_does_not_break_the_import():
+    env = {**os.environ, "FEDCORE_THREADS": "abc"}
+    done = subprocess.run([sys.executable, "-m", "fedcore", "--help"], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert done.returncode == 0 and "usage: python -m fedcore" in done.stdout and done.stderr == ""
+
+
+def test_a_full_disk_is_refused_before_training_or_named_in_one_line(tmp_path, capsys, monkeypatch, toy):
+    import errno
+    import shutil
+
+    from fedcore.engine import run_federated
+
+    calls = []
+    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": lambda c, progress: calls.append(c) or
+                                                 run_federated(c, progress=False, data=toy)})
+    runs = tmp_path / "runs"
+    argv = ["run", "--rounds", "1", "--local-steps", "2", "--runs-dir", str(runs), "--no-progress"]
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10, 10))
+        assert "--runs-dir must have room for what will be written there" in _fails(capsys, argv)
+    assert calls == [] and not runs.exists()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("fedcore.store.os.fsync", full)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and len(calls) == 1
+    assert err.startswith(f"python -m fedcore run: could not write {runs}/") and "No space left on device" in err
+    assert list(runs.iterdir()) == []
+
+
+def test_a_failed_check_leaves_no_folder_behind(monkeypatch, tmp_path, capsys, no_training):
+    import torchvision.datasets
+
+    from fedcore import data
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", lambda self: (_ for _ in ()).throw(RuntimeError()))
+    monkeypatch.setattr(data, "REPO_DATA_DIR", tmp_path / "repo-data")
+    (tmp_path / "empty").mkdir()
+    _fails(capsys, ["run", "--data-dir", str(tmp_path / "empty"), "--runs-dir", str(tmp_path / "runs" / "deep"),
+                    "--out", str(tmp_path / "newdir" / "sub" / "r.json")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]

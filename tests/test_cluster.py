@@ -1,7 +1,10 @@
 """run_many on a local Dask cluster: the same histories as the local pool, a killed worker, a wrong address."""
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -9,6 +12,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from fedcore import RunConfig, executors, run_many
+from fedcore.cli import main
 from fedcore.executors import SchedulerError
 from fedcore.store import RunStore
 
@@ -68,3 +72,64 @@ def test_an_unreachable_scheduler_is_one_clear_error_before_any_work(tmp_path, m
                  scheduler="tcp://127.0.0.1:9", progress=False)
     assert "no Dask scheduler answered" in str(err.value)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_a_scheduler_without_workers_is_given_up_after_the_worker_timeout(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("FEDCORE_SCHEDULER", raising=False)
+    with LocalCluster(n_workers=0, processes=True, dashboard_address=None) as empty:
+        code = main(["sweep", "--grid", "seed=0,1", "--set", "rounds=1", "--set", "local_steps=2", "--scheduler",
+                     empty.scheduler_address, "--worker-timeout", "2", "--out", str(tmp_path / "out"),
+                     "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"sweep: no Dask worker joined the scheduler at '{empty.scheduler_address}'" in err
+    assert "within 2 s (--worker-timeout)" in err and not (tmp_path / "out").exists()
+
+
+def test_a_malformed_address_is_refused_at_once_without_dask_noise(tmp_path, capfd):
+    for address in ("not a url!!", "http://127.0.0.1:8787", "xyz:abc"):
+        with pytest.raises(SchedulerError, match="scheduler must be a Dask scheduler's address"):
+            run_many([(TINY, "federated")], RunStore(tmp_path), scheduler=address, progress=False)
+    import gc
+
+    gc.collect()  # a Client half made would complain here, in its __del__
+    assert capfd.readouterr().err == ""
+
+
+def test_a_scheduler_lost_mid_sweep_is_named(tmp_path, capsys, monkeypatch):
+    """A scheduler and a worker of their own (the module's cluster stays up), the scheduler killed mid-sweep."""
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen([*dask, "--port", "0", "--no-dashboard", "--scheduler-file", str(file)],
+                                 stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads(file.read_text())["address"]
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                                   "--no-dashboard"], stderr=subprocess.DEVNULL)
+
+        def kill_once_training() -> None:
+            with Client(address, set_as_default=False) as client:
+                while not any(client.processing().values()) and time.monotonic() < deadline + 60:
+                    time.sleep(0.05)
+                time.sleep(1)
+            scheduler.kill()
+
+        killer = threading.Thread(target=kill_once_training)
+        killer.start()
+        monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 2.0)
+        code = main(["sweep", "--grid", "seed=0,1,2", "--set", "rounds=50", "--set", "local_steps=100",
+                     "--scheduler", address, "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"),
+                     "--no-progress"])
+        killer.join()
+    finally:
+        scheduler.kill()
+        if worker is not None:
+            worker.kill()
+            worker.wait(timeout=60)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"sweep: lost the Dask scheduler at '{address}': 3 runs did not come back"), err

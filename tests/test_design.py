@@ -39,6 +39,19 @@ def test_recording_writes_what_the_rule_chose(book, monkeypatch):
     assert yaml.safe_load(path.read_text()) == {"demo": {"bias 0": 3, "(1.0, 50)": 5}}
 
 
+def test_recording_keeps_what_the_design_pins_and_records_only_the_series_it_lacks(book, monkeypatch):
+    path, _, _, _ = book
+    monkeypatch.setenv(design.RECORD_ENV, "1")
+    path.write_text(yaml.safe_dump({"demo": {"bias 0": 4, "(1.0, 50)": 3}, "other": {"x": 9}}))
+    out = experiments.seeded(CONFIGS)
+    assert {n: len(rs) for n, rs in out.items()} == {"bias 0": 4, (1.0, 50): 3}  # pinned, although bias 1 spreads
+    assert yaml.safe_load(path.read_text())["demo"] == {"bias 0": 4, "(1.0, 50)": 3}
+    path.write_text(yaml.safe_dump({"demo": {"bias 0": 4}, "other": {"x": 9}}))
+    out = experiments.seeded(CONFIGS)  # a series missing: the rule decides the call's series, and they are written
+    assert {n: len(rs) for n, rs in out.items()} == {"bias 0": 3, (1.0, 50): 5}
+    assert yaml.safe_load(path.read_text()) == {"demo": {"bias 0": 3, "(1.0, 50)": 5}, "other": {"x": 9}}
+
+
 def test_a_pinned_design_runs_its_seeds_whatever_the_rule_says_and_logs_where_it_wants_more(book):
     path, log, _, asked = book
     path.write_text(yaml.safe_dump({"demo": {"bias 0": 4, "(1.0, 50)": 3}, "other": {"x": 9}}))

@@ -43,7 +43,8 @@ def test_one_full_batch_step_is_centralized_gradient_descent(mnist, bias):
     fed = run_federated(config, progress=False, data=mnist)
     cen = run_centralized(config, progress=False, data=mnist)
     for a, b in zip(fed.rounds, cen.rounds, strict=True):
-        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-5)
+        # float32 sums of 60,000 gradients in another order: any correct kernel is far within 1e-4
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-4)
         assert a["predicted"] == pytest.approx(b["predicted"], abs=3)
     assert fed.rounds[-1]["test_loss"] < fed.rounds[0]["test_loss"] - 0.1
 
@@ -149,7 +150,8 @@ def test_update_geometry_is_recorded_every_round(toy):
     rows = [w for w in result.workers if w["round"] == 1]
     assert [w["worker"] for w in rows] == list(range(10))
     for i, w in enumerate(rows):
-        assert w["cosine"][i] == pytest.approx(1.0, abs=1e-4) and all(-1 <= c <= 1 + 1e-6 for c in w["cosine"])
+        # a cosine is in [-1, 1] whatever the kernel's rounding: the metric is clamped to its range
+        assert w["cosine"][i] == pytest.approx(1.0, abs=1e-4) and all(-1 <= c <= 1 for c in w["cosine"])
         assert 0 < w["output_share"] <= 1 and w["update_norm"] > 0 and len(w["output_bias"]) == 10
     assert "test_accuracy" not in rows[0]  # only with eval_workers
     # at full bias each worker pushes the output bias of its own digit up

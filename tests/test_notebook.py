@@ -93,3 +93,35 @@ def test_plain_papermill_gets_the_y_form_from_the_notebooks_bias_check(value):
     with pytest.raises(ConfigError) as err:
         experiments.check_biases("biases", value)
     assert "biases must be a non-empty list, given with -y (e.g. -y 'biases: [0.5]')" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (b"not json", "NotJSONError"),
+        (b"{}", "ValidationError"),
+        (b"[]", "is not one"),
+        (b"\xff\xfe", "UnicodeDecodeError"),
+    ],
+)
+def test_an_input_that_is_not_a_notebook_is_one_line(tmp_path, capsys, content, named):
+    path = tmp_path / "in.ipynb"
+    path.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["notebook", str(path), str(tmp_path / "new" / "out.ipynb"), "-p", "bias", "0.5"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m fedcore notebook: error: input must be a Jupyter notebook; '{path}' is not one")
+    assert named in err and err.count("\n") == 1 and not (tmp_path / "new").exists()
+
+
+def test_bad_yaml_parameters_and_a_misspelt_one_leave_no_folder_behind(tmp_path, capsys):
+    out = tmp_path / "missing" / "deeper" / "o.ipynb"
+    for argv, expected in ((["-y", "bias: [0.1"], "parameters_yaml must be valid YAML like 'biases: [0.5]'; got "
+                                                   "'bias: [0.1' (expected ',' or ']'"),
+                           (["-p", "biass", "0.5"], "biass is not a parameter of allocation.ipynb")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["notebook", str(ROOT / "notebooks" / "allocation.ipynb"), str(out), *argv])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and expected in err and err.count("\n") == 1
+    assert not (tmp_path / "missing").exists()

@@ -45,7 +45,7 @@ def test_a_failing_worker_process_raises_its_traceback_and_the_pool_is_replaced(
     run_federated(config, progress=False, data=toy)  # the shared pool now holds this run's ten shards
     pool = shared_pool(2)
     with pytest.raises(RuntimeError, match="IndexError"):
-        pool.train_round(config, [(toy.train_x[:8], toy.train_y[:8])] * 12, 1, 0.1, torch.zeros(1), [(11, None)])
+        pool.train_round(config, [torch.arange(8)] * 12, 1, 0.1, torch.zeros(1), [(11, None)])
     assert not pool.procs  # closed: no stale replies left in its pipes
     assert shared_pool(2) is not pool and shared_pool(2).alive()
     assert run_federated(config, progress=False, data=toy).rounds[-1]["round"] == 1

@@ -130,3 +130,86 @@ def test_a_read_only_runs_folder_is_refused_before_training(monkeypatch, tmp_pat
     with pytest.raises(ConfigError, match="Read-only file system"):
         run(CONFIG, store=RunStore(tmp_path), progress=False)
     assert trained == []
+
+
+@pytest.mark.parametrize("case", ["FIFO", "device", "oversized"])
+def test_a_store_entry_that_is_no_run_file_is_named_retrained_and_replaced(tmp_path, toy, trained, caplog, case):
+    from fedcore.store import READ_LIMIT, expected_bytes
+
+    store = RunStore(tmp_path)
+    path = store.path(CONFIG.key())
+    if case == "FIFO":
+        os.mkfifo(path)  # reading it would wait for a writer forever
+    elif case == "device":
+        path.symlink_to("/dev/zero")  # reading it would never end
+    else:
+        path.write_text(json.dumps(_whole_run(toy)) + " " * READ_LIMIT * expected_bytes(CONFIG))
+    with caplog.at_level(logging.WARNING, logger="fedcore.store"):
+        result = run(CONFIG, store=store, progress=False)
+    expected = {"FIFO": "is a FIFO, not a file", "device": "is a device, not a file",
+                "oversized": "more than any run of its configuration"}[case]
+    assert len(trained) == 1 and expected in caplog.text and str(path) in caplog.text
+    assert path.is_file() and not path.is_symlink() and json.loads(path.read_text())["key"] == result.key
+
+
+def test_a_folder_where_a_run_goes_is_refused_before_training(tmp_path, toy, trained):
+    store = RunStore(tmp_path)
+    store.path(CONFIG.key()).mkdir()
+    with pytest.raises(ConfigError, match=r"runs_dir must hold each run as a file; .* is a folder: remove it"):
+        run(CONFIG, store=store, progress=False)
+    assert trained == []
+
+
+@pytest.mark.parametrize("changes", [{}, {"eval_workers": 100}, {"workers": 40}, {"participation": 0.3},
+                                     {"rounds": 6, "validation": 100}])
+def test_the_expected_size_bounds_what_runs_take(toy, changes):
+    from fedcore.engine import run_centralized
+    from fedcore.store import expected_bytes
+
+    config = CONFIG.replace(**changes)
+    assert len(json.dumps(_whole_run(toy, config))) <= expected_bytes(config)
+    central = run_centralized(config, progress=False, data=toy).to_dict()
+    assert len(json.dumps(central)) <= expected_bytes(config, "centralized")
+
+
+def test_a_run_is_refused_before_training_without_room_and_a_failed_write_names_the_file(
+        tmp_path, toy, trained, monkeypatch):
+    import shutil
+
+    from fedcore.store import WriteError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 100, 100))
+        with pytest.raises(ConfigError, match=r"runs_dir must have room .* MB needed, 0.0 MB free"):
+            run(CONFIG, store=RunStore(tmp_path / "runs"), progress=False)
+    assert trained == [] and not (tmp_path / "runs").exists()
+    monkeypatch.setattr("fedcore.store.os.replace", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    with pytest.raises(WriteError, match=r"could not write .*runs/[0-9a-f]{16}\.json: full") as err:
+        run(CONFIG, store=RunStore(tmp_path / "runs"), progress=False)
+    assert err.value.errno == errno.ENOSPC and len(trained) == 1 and list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_longer_run_continues_a_stored_shorter_one_from_its_checkpoint(toy, tmp_path, monkeypatch):
+    """Through the store, as the tuning's successive halving uses it: the continued run is the longer run bit for
+    bit, and only the rounds beyond the shorter one train."""
+    from fedcore import runner
+    from fedcore.runner import run
+
+    monkeypatch.setattr(runner.datasets, "load", lambda *a, **k: toy)
+    store = RunStore(tmp_path)
+    config = RunConfig(bias=0.8, rounds=4, local_epochs=None, local_steps=3, strategy="fedadam", server_lr=0.01,
+                       device="cpu", processes=1)
+    short = run(config.replace(rounds=2), store=store, progress=False, keep_checkpoint=True)
+    assert store.checkpoint_path(short.key).is_file()
+    trained = []
+    monkeypatch.setitem(runner.KINDS, "federated", lambda c, progress, resume=None: trained.append(resume)
+                        or run_federated(c, progress, resume=resume))
+    continued = run(config, store=store, progress=False, resume_from=2)
+    assert trained[0] is not None and int(trained[0].config["rounds"]) == 2
+    assert not store.checkpoint_path(continued.key).exists()  # not asked to keep this one's
+    whole = run_federated(config, progress=False, data=toy)
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in whole.rounds]
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in continued.rounds] == strip
+    assert continued.workers == whole.workers
+    store.checkpoint_path(short.key).write_bytes(b"damaged")
+    assert store.shorter(config, 2) is None  # a damaged checkpoint: trained from the start instead

@@ -9,16 +9,23 @@ import torch
 from fedcore import engine
 from fedcore.config import STRATEGIES, ConfigError, RunConfig
 from fedcore.engine import run_federated
+from fedcore.models import build
 from fedcore.strategies import (
     FedAdam,
     FedAvg,
     FedAvgM,
+    FedAwS,
+    FedLC,
+    FedNTD,
     FedProx,
+    FedRS,
     Scaffold,
     Update,
+    spread_out,
     strategy_for,
     weighted_average,
 )
+from fedcore.training import FlatModel
 
 GLOBAL = [0.0, 1.0, 2.0]
 # Sample counts 1 and 3: the weighted average is (1 * y0 + 3 * y1) / 4 = [4, -2, 1.5]; delta = [4, -3, -0.5].
@@ -26,7 +33,7 @@ Y0, Y1 = [1.0, 1.0, 0.0], [5.0, -3.0, 2.0]
 
 
 def t(values) -> torch.Tensor:
-    return torch.tensor([float(v) for v in values], dtype=torch.float64)
+    return torch.tensor(values, dtype=torch.float64)
 
 
 def two_updates(y0=Y0, y1=Y1, steps=(1, 1), lrs=(1.0, 1.0), workers=(0, 1)) -> list[Update]:
@@ -128,8 +135,10 @@ def _history(config: RunConfig, data) -> tuple[list[dict], list[torch.Tensor]]:
 
 @pytest.mark.parametrize(
     "neutral",
-    [dict(strategy="fedavgm", server_momentum=0.0, server_lr=1.0), dict(strategy="fedprox", mu=0.0)],
-    ids=["fedavgm", "fedprox"],
+    [dict(strategy="fedavgm", server_momentum=0.0, server_lr=1.0), dict(strategy="fedprox", mu=0.0),
+     dict(strategy="fedrs", rs_alpha=1.0), dict(strategy="fedlc", lc_tau=0.0), dict(strategy="fedntd", ntd_beta=0.0),
+     dict(strategy="fedaws", aws_steps=0)],
+    ids=["fedavgm", "fedprox", "fedrs", "fedlc", "fedntd", "fedaws"],
 )
 def test_neutral_settings_are_fedavg_bit_for_bit(toy, neutral):
     rows, params = _history(_config(), toy)
@@ -148,7 +157,7 @@ def test_fedprox_pulls_the_workers_towards_the_global_model(toy):
 def test_scaffold_control_variates_after_one_real_round(toy, monkeypatch):
     config = _config(strategy="scaffold", rounds=1, lr=0.1)
     made = []
-    monkeypatch.setattr(engine, "strategy_for", lambda c: made.append(strategy_for(c)) or made[-1])
+    monkeypatch.setattr(engine, "strategy_for", lambda c, head: made.append(strategy_for(c, head)) or made[-1])
     seen = []
     run_federated(config, progress=False, data=toy, probe=lambda r, p, u: seen.append((p.clone(), u)))
     _, _, model = engine._setup(config, toy)  # the initial global model
@@ -168,7 +177,7 @@ END_TO_END = {"fedadam": dict(server_lr=0.01)}
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_strategy_learns_in_three_rounds(toy, strategy):
     config = _config(strategy=strategy, participation=1.0, **END_TO_END.get(strategy, {}))
-    assert type(strategy_for(config)).name == strategy
+    assert type(strategy_for(config, FlatModel(build(config.model)).head)).name == strategy
     result = run_federated(config, progress=False, data=toy)
     accuracy = [row["test_accuracy"] for row in result.rounds]
     assert len(accuracy) == 4 and accuracy[-1] > accuracy[0] + 0.2, accuracy
@@ -182,14 +191,27 @@ def test_strategy_for_passes_the_configured_knobs():
     assert (a.server_lr, a.beta1, a.beta2, a.tau) == (0.1, 0.5, 0.6, 0.01)
     sc = strategy_for(RunConfig(strategy="scaffold", workers=7, server_lr=0.8))
     assert (sc.workers, sc.server_lr) == (7, 0.8)
+    assert strategy_for(RunConfig(strategy="fedrs", rs_alpha=0.2)).alpha == 0.2
+    assert strategy_for(RunConfig(strategy="fedlc", lc_tau=0.3)).tau == 0.3
+    ntd = strategy_for(RunConfig(strategy="fedntd", ntd_beta=0.4, ntd_temperature=2.0))
+    assert (ntd.beta, ntd.temperature) == (0.4, 2.0)
+    head = _head(RunConfig()).head
+    aws = strategy_for(RunConfig(strategy="fedaws", aws_margin=0.6, aws_steps=7, aws_lr=0.2), head)
+    assert (aws.head, aws.margin, aws.steps, aws.lr) == (head, 0.6, 7, 0.2)
+    assert strategy_for(RunConfig(strategy="fedbabu"), head).trains_head is False
+    with pytest.raises(ValueError, match="fedbabu needs the model's head"):
+        strategy_for(RunConfig(strategy="fedbabu"))
     assert strategy_for(RunConfig()) is not strategy_for(RunConfig())  # fresh server state per run
 
 
 def test_strategy_knobs_only_enter_their_own_strategies_keys():
-    knobs = dict(mu=0.5, server_lr=0.1, server_momentum=0.5, beta1=0.1, beta2=0.2, tau=0.1)
+    knobs = dict(mu=0.5, server_lr=0.1, server_momentum=0.5, beta1=0.1, beta2=0.2, tau=0.1, rs_alpha=0.1,
+                 lc_tau=0.1, ntd_beta=0.1, ntd_temperature=2.0, aws_margin=0.5, aws_steps=3, aws_lr=0.5)
     assert RunConfig(**knobs).key() == RunConfig().key()  # FedAvg ignores them all
     for strategy, changes in [("fedavgm", dict(server_momentum=0.5)), ("fedprox", dict(mu=0.5)),
-                              ("fedadam", dict(tau=0.1)), ("scaffold", dict(server_lr=0.5))]:
+                              ("fedadam", dict(tau=0.1)), ("scaffold", dict(server_lr=0.5)),
+                              ("fedrs", dict(rs_alpha=0.1)), ("fedlc", dict(lc_tau=0.1)),
+                              ("fedntd", dict(ntd_temperature=2.0)), ("fedaws", dict(aws_steps=3))]:
         base = RunConfig(strategy=strategy)
         assert base.replace(**changes).key() != base.key()
         assert base.replace(**changes).key("centralized") == RunConfig().key("centralized")
@@ -199,9 +221,91 @@ def test_strategy_knobs_only_enter_their_own_strategies_keys():
 @pytest.mark.parametrize(
     ("name", "value"),
     [("server_lr", 0.0), ("server_lr", -1.0), ("server_momentum", 1.0), ("server_momentum", -0.1), ("mu", -1.0),
-     ("beta1", 1.0), ("beta2", -0.5), ("beta2", 1.0), ("tau", 0.0), ("mu", math.nan)],
+     ("beta1", 1.0), ("beta2", -0.5), ("beta2", 1.0), ("tau", 0.0), ("mu", math.nan), ("rs_alpha", 0.0),
+     ("rs_alpha", 1.5), ("lc_tau", -0.1), ("ntd_beta", math.inf), ("ntd_temperature", 0.0), ("aws_margin", 0.0),
+     ("aws_margin", 1.1), ("aws_steps", -1), ("aws_steps", 2.5), ("aws_lr", 0.0)],
 )
 def test_bad_strategy_knobs_raise_config_error_naming_them(name, value):
     with pytest.raises(ConfigError) as err:
         RunConfig(**{name: value})
     assert err.value.param == name and str(err.value).startswith(name + " must be")
+
+
+def test_fedrs_scales_each_class_by_its_count_and_absent_classes_by_alpha():
+    counts = t([[0, 5, 10], [4, 0, 0]])
+    scale = FedRS(alpha=0.5).local_loss(counts).scale
+    torch.testing.assert_close(scale, t([[0.5, 0.75, 1.0], [1.0, 0.5, 0.5]]))  # alpha + (1 - alpha) n_c / max n
+
+
+def test_fedlc_shifts_by_tau_over_the_fourth_root_of_the_count_an_absent_class_as_one_sample():
+    shift = FedLC(tau=2.0).local_loss(t([[0, 1, 16, 81]])).shift
+    torch.testing.assert_close(shift, t([[-2.0, -2.0, -1.0, -2.0 / 3]]))
+
+
+def test_fedntd_distils_at_its_temperature():
+    loss = FedNTD(beta=0.5, temperature=3.0).local_loss(t([[1, 2]]))
+    assert (loss.distill, loss.temperature, loss.scale, loss.shift) == (0.5, 3.0, None, None)
+
+
+def test_spread_out_by_hand():
+    """Two orthogonal rows: cosine distance 0.5, below a margin of 0.8 by 0.3; the penalty, both ordered pairs,
+    is 2 * 0.3^2 / 2^2 = 0.045. Its gradient turns each row away from the other, keeping nothing else."""
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    first = spread_out(w, margin=0.8, steps=1, lr=0.1)
+    cos_before = torch.nn.functional.cosine_similarity(w[0], w[1], dim=0)
+    cos_after = torch.nn.functional.cosine_similarity(first[0], first[1], dim=0)
+    assert cos_after < cos_before - 1e-3
+    # By hand: with u0 = e0, u1 = e1, dL/dcos(0,1) = 2 * (2 * 0.3 * 0.5) / 4 = 0.15 (two ordered pairs), so
+    # dL/dw0 = 0.15 * (u1 - cos u0) = [0, 0.15]; one SGD step at lr 0.1 moves w0 by [0, -0.015].
+    torch.testing.assert_close(first, torch.tensor([[1.0, -0.015], [-0.015, 1.0]]))
+    far = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])  # distance 1: beyond any margin, nothing moves
+    assert torch.equal(spread_out(far, margin=0.8, steps=5, lr=0.1), far)
+    assert torch.equal(spread_out(w, margin=0.8, steps=0, lr=0.1), w)
+
+
+def _head(config: RunConfig) -> FlatModel:
+    return FlatModel(build(config.model))
+
+
+def test_fedaws_repairs_only_the_output_weights_after_the_average():
+    model = _head(RunConfig())
+    n = len(model.params)
+    updates = [Update(0, torch.randn(n), 1, 1, 0.1), Update(1, torch.randn(n), 3, 1, 0.1)]
+    plain = FedAvg().aggregate(model.params, updates)
+    repaired = FedAwS(model.head, margin=0.8, steps=10, lr=0.5).aggregate(model.params, updates)
+    body, weight = slice(0, model.head.start), model.head.weight
+    assert torch.equal(repaired[body], plain[body]) and torch.equal(repaired[model.head.bias], plain[model.head.bias])
+    assert not torch.equal(repaired[weight], plain[weight])
+
+
+def test_fedbabu_keeps_the_head_exactly_and_trains_the_body(toy):
+    config = _config(strategy="fedbabu", participation=1.0)
+    _, params = _history(config, toy)
+    _, _, model = engine._setup(config, toy)
+    start = model.head.start
+    assert all(torch.equal(p[start:], model.params[start:]) for p in params)  # not an average of equal copies
+    assert not torch.equal(params[-1][:start], model.params[:start])
+
+
+def test_label_skew_losses_see_only_each_workers_own_class_counts(toy, monkeypatch):
+    seen = []
+    original = FedRS.local_loss
+    monkeypatch.setattr(FedRS, "local_loss", lambda self, counts: seen.append(counts.clone()) or original(self,
+                                                                                                         counts))
+    config = _config(strategy="fedrs", bias=1.0, rounds=1, participation=1.0, processes=1)
+    run_federated(config, progress=False, data=toy)
+    _, shards = engine.allocate(config, toy.train_y)
+    expected = torch.stack([torch.bincount(toy.train_y[s], minlength=10) for s in shards]).float()
+    (counts,) = seen
+    assert sorted(map(tuple, counts.tolist())) == sorted(map(tuple, expected.tolist()))
+    assert all((row > 0).sum() == 1 for row in counts)  # bias 1: each worker holds one digit
+
+
+def test_server_state_round_trips():
+    s = FedAdam(server_lr=0.1, beta1=0.5, beta2=0.6, tau=0.01)
+    s.aggregate(t(GLOBAL), two_updates())
+    other = FedAdam(server_lr=0.1, beta1=0.5, beta2=0.6, tau=0.01)
+    other.load_state(s.state())
+    assert set(s.state()) == {"m", "v"}
+    assert torch.equal(other.aggregate(t(GLOBAL), two_updates()), s.aggregate(t(GLOBAL), two_updates()))
+    assert FedAvg().state() == {} and set(Scaffold(3, 1.0).state()) == {"c", "c_worker"}

@@ -112,3 +112,150 @@ def test_a_grid_leaving_workers_empty_exits_2_before_training(tmp_path, capsys):
               "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
     assert exit_info.value.code == 2
     assert "workers" in capsys.readouterr().err and not list((tmp_path / "runs").glob("*.json"))
+
+
+def _refused(capsys, argv, tmp_path):
+    """The sweep's one error line (exit 2), after checking that nothing was trained or created."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", *argv, "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m fedcore sweep: error: ") and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name in ("out", "runs")) == []
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--set", "lr=[0.1,0.2]"], "lr must be a finite number; got '[0.1,0.2]'"),
+        (["--set", "bias=abc"], "bias must be a finite number; got 'abc'"),
+        (["--grid", "lr=nan,0.1"], "lr must be a finite number; got 'nan'"),
+        (["--set", "rounds=1.5"], "rounds must be an integer; got '1.5'"),
+        (["--grid", "bias=0..1"], "bias must be swept by a list of values"),
+        (["--set", "bias=0.3", "--grid", "bias=1"], "bias must be given once, fixed or swept"),
+        (["--set", "rounds=1", "--set", "rounds=2"], "rounds must be given once"),
+        (["--grid", "seed=0..100000"], "grid must have at most 10,000 runs (--max-runs); got 100,001"),
+        (["--grid", "seed=0..10000000000", "--grid", "bias=0,1"], "got 20,000,000,002 (10,000,000,001 seed x 2 bias)"),
+        (["--grid", "seed=0..20", "--max-runs", "20"], "got 21"),
+        (["--processes", "-1"], "argument --processes: must be an integer > 0; got '-1'"),
+        (["--processes", "0"], "argument --processes: must be an integer > 0; got '0'"),
+        (["--worker-timeout", "0"], "argument --worker-timeout: must be a number > 0"),
+        (["--scheduler", "not a url!!"], "scheduler must be a Dask scheduler's address"),
+        (["--scheduler", "xyz:abc"], "got 'xyz:abc'"),
+        (["--scheduler", "http://127.0.0.1:8787"], "http:// is the dashboard's"),
+    ],
+)
+def test_values_of_the_wrong_type_huge_grids_and_conflicts_are_one_line(trained, tmp_path, capsys, argv, named):
+    err = _refused(capsys, [*argv, "--set", "local_steps=2"] if "local_steps" not in str(argv) else argv, tmp_path)
+    assert named in err and trained.calls == []
+
+
+def _file(tmp_path, content: bytes):
+    path = tmp_path / "grid.yml"
+    path.write_bytes(content)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (b"fixed: [rounds, 1]\n", "its fixed is not a mapping; got ['rounds', 1]"),
+        (b"grid: [seed, 0, 1]\n", "its grid is not a mapping"),
+        ("grid: {bias: [0.5]}\n# caf\xe9\n".encode("latin-1"), "file must be UTF-8 text (YAML)"),
+        (bytes(range(256)), "file must be UTF-8 text (YAML)"),
+        (b"", "is empty"),
+        (b"grid: {seed: [0, 1}\n", "file must be valid YAML; "),
+        (b"fixed: {lr: [0.1, 0.2]}\n", "lr must be a finite number; got [0.1, 0.2] (values to sweep go under grid"),
+        (b"fixed: {seed: 1}\ngrid: {seed: [0, 1]}\n", "seed must be given once, fixed or swept; got it twice in"),
+        (b"grid: {seed: []}\n", "seed must have at least one value"),
+    ],
+)
+def test_a_grid_file_of_the_wrong_shape_or_encoding_is_one_line(trained, tmp_path, capsys, content, named):
+    err = _refused(capsys, [_file(tmp_path, content)], tmp_path)
+    assert named in err and trained.calls == []
+
+
+def test_values_take_their_fields_type_so_keys_do_not_depend_on_the_writing(trained, tmp_path, capsys):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    base = ["--set", "rounds=1", "--set", "local_steps=2", "--runs-dir", str(runs), "--no-progress", "--processes", "1"]
+    assert main(["sweep", "--grid", "bias=0,1", "--set", "lr=1e-1", *base, "--out", str(out)]) == 0
+    assert len(trained.calls) == 2 and {type(c.bias) for c in trained.calls} == {float}
+    file = _file(tmp_path, b"fixed: {lr: 1e-1}\ngrid: {bias: [0.0, 1e0]}\n")
+    assert main(["sweep", file, *base, "--out", str(out)]) == 0
+    assert main(["sweep", "--grid", "bias=0.0,1", "--set", "lr=0.1", *base, "--out", str(out)]) == 0
+    assert len(trained.calls) == 2  # the same two runs, however written
+    rows = _rows(out / "runs.csv")
+    assert [(r["bias"], r["lr"]) for r in rows] == [("0.0", "0.1"), ("1.0", "0.1")]
+
+
+def test_duplicate_points_are_merged_and_said(trained, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["sweep", "--grid", "seed=0,0", "--grid", "bias=0.5,0.5", "--set", "rounds=1", "--set", "local_steps=2",
+            "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "seed: 0 listed more than once, counted once" in captured.err and "bias: 0.5 listed" in captured.err
+    assert len(_rows(out / "runs.csv")) == 1 and len(trained.calls) == 1
+    assert "1 runs (0 failed" in captured.out
+    # points that are one run: bias is not used by the uniform allocation
+    argv = ["sweep", "--grid", "bias=0,1", "--set", "allocation=uniform", "--set", "rounds=1", "--processes", "1",
+            "--set", "local_steps=2", "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
+    assert main(argv) == 0
+    assert "1 grid points are runs of other points" in capsys.readouterr().err
+    assert len(_rows(out / "runs.csv")) == 1
+
+
+def test_too_little_free_space_is_refused_before_training(trained, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    err = _refused(capsys, ["--grid", "seed=0,1", "--set", "rounds=1", "--set", "local_steps=2"], tmp_path)
+    assert "must have room for what will be written there" in err and "MB free" in err and trained.calls == []
+
+
+def _disk_full(monkeypatch):
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("fedcore.store.os.fsync", full)
+
+
+def test_a_full_disk_while_storing_or_writing_tables_is_one_line(trained, tmp_path, capsys, monkeypatch):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    argv = ["sweep", *GRID, "--out", str(out), "--runs-dir", str(runs), "--no-progress"]
+    with monkeypatch.context() as patch:
+        _disk_full(patch)
+        assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"could not write {runs}/" in err and "No space left on device; 0 of 6 runs are stored" in err
+    assert not list(runs.glob("*")) and not out.exists()
+    assert main(argv) == 0  # room again: all six train and are stored
+    (out / "runs.csv").unlink()
+    with monkeypatch.context() as patch:
+        _disk_full(patch)
+        assert main(argv) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == f"sweep: could not write {out}/runs.csv: No space left on device; all 6 runs are stored: make " \
+                  "room and start again for the tables"
+    assert len(trained.calls) == 1 + 6 and not (out / "runs.csv").exists()  # the first lost to the full disk
+
+
+def test_a_failed_check_leaves_no_folder_behind(tmp_path, capsys, monkeypatch):
+    import torchvision.datasets
+
+    from fedcore import data
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", lambda self: (_ for _ in ()).throw(RuntimeError("x")))
+    monkeypatch.setattr(data, "REPO_DATA_DIR", tmp_path / "repo-data")
+    monkeypatch.delenv("FEDCORE_SCHEDULER", raising=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--grid", "seed=0,1", "--set", f"data_dir={tmp_path / 'empty'}", "--set", "rounds=1",
+              "--out", str(tmp_path / "newout" / "x"), "--runs-dir", str(tmp_path / "runs" / "deeper")])
+    assert exit_info.value.code == 2 and "data_dir must hold the mnist dataset" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]

@@ -1,8 +1,10 @@
+"""Tuning on validation data: grids, successive halving, edge extensions, and the comparison's seeds."""
+
 import pytest
 
 from fedcore import design, experiments, tuning
 from fedcore.config import ConfigError
-from fedcore.experiments import GRID_SIZE, REMEDIES
+from fedcore.remedies import REMEDIES, Grid, Remedy, tuned
 from fedcore.results import RunResult
 
 
@@ -15,17 +17,27 @@ def fake(final: float, rounds: int = 10, diverged_at: int | None = None) -> RunR
                      diverged=None if diverged_at is None else f"test loss became nan at round {diverged_at}")
 
 
-def test_every_tuned_remedy_has_the_same_number_of_values_and_every_run_holds_out_validation():
-    assert tuning.tuned() == ["fedavgm", "fedprox", "fedadam", "scaffold", "lr decay"]
-    assert all(len(REMEDIES[m]) == GRID_SIZE for m in tuning.tuned())
+def test_every_tuned_remedy_has_a_grid_of_four_values_or_more_and_every_run_holds_out_validation():
+    assert tuned() == ["fedavgm", "fedprox", "fedadam", "scaffold", "lr decay", "fedrs", "fedlc", "fedntd", "fedaws"]
+    assert all(len(REMEDIES[m].grid.values) >= 4 and REMEDIES[m].grid.source for m in tuned())
     for scenario in tuning.SCENARIOS:
-        configs = tuning.candidates(scenario)
-        assert len(configs) == GRID_SIZE * len(tuning.tuned())
-        assert {c.validation for c in configs.values()} == {tuning.VALIDATION}
-        assert all(c.bias == 1.0 and c.eval_workers == 0 for c in configs.values())
+        start = tuning.base(scenario)
+        assert start.validation == tuning.VALIDATION and start.bias == 1.0 and start.eval_workers == 0
+        for remedy in REMEDIES.values():
+            value = remedy.grid.values[0] if remedy.grid else None
+            start.replace(**remedy.setting(value))  # every setting is a valid configuration
     assert tuning.base("heavy").local_steps == 188 and tuning.base("heavy").rounds == 20
+    assert tuning.rung_rounds("standard") == 25 and tuning.rung_rounds("heavy") == 10
     with pytest.raises(ConfigError, match="scenario must be one of standard, heavy"):
         tuning.base("light")
+
+
+def test_a_grid_must_be_increasing_with_its_extensions():
+    Grid("x", (1, 2, 3, 4), (0.5,), (5,), "ours")
+    for values, below, above in [((1, 2, 3), (), ()), ((1, 3, 2, 4), (), ()), ((1, 2, 3, 4), (2,), ()),
+                                 ((1, 2, 3, 4), (), (4,))]:
+        with pytest.raises(ValueError, match="at least 4 values, increasing"):
+            Grid("x", values, below, above, "ours")
 
 
 def test_score_averages_the_last_rounds_and_counts_a_diverged_seed_at_chance():
@@ -35,23 +47,71 @@ def test_score_averages_the_last_rounds_and_counts_a_diverged_seed_at_chance():
     assert broken.mean == pytest.approx((90.0 + 10.0) / 2) and broken.diverged == 1
 
 
-def test_the_chosen_values_come_from_the_tuning_runs(monkeypatch):
-    best = {m: (i + 1) % GRID_SIZE for i, m in enumerate(tuning.tuned())}
-    runs = {(m, i): [fake(0.9 if i == best[m] else 0.6)] * 2 for m in tuning.tuned() for i in range(GRID_SIZE)}
-    monkeypatch.setattr(tuning, "tuning_runs", lambda scenario: runs)
-    chosen = tuning.chosen("standard")
-    assert set(chosen) == set(REMEDIES)
-    for m in tuning.tuned():
-        assert chosen[m] == REMEDIES[m][best[m]]
-    assert chosen["fedavg"] == {} and chosen["shared 5%"] == {"shared_fraction": 0.05}
-    tie = {k: [fake(0.8)] * 2 for k in runs}
-    assert set(tuning.choose(tie).values()) == {0}  # ties go to the first value of the grid
+# A remedy tuned in these tests: a made-up grid, with extensions on both sides.
+TOY = Remedy("Toy", "generic", {"strategy": "fedprox"}, Grid("mu", (0.01, 0.1, 1.0, 10.0), (0.001, 0.0001), (100.0,),
+                                                                  "made up"))
 
 
-def test_a_grid_value_reads_as_words():
-    assert tuning.setting({"strategy": "fedavgm", "server_lr": 0.5, "server_momentum": 0.9}) == \
+def fake_search(monkeypatch, accuracy) -> list[tuple[float, int, dict]]:
+    """Tuning with one remedy, TOY, whose run at mu and r rounds scores accuracy(mu, r); returns the calls made
+    (mu, rounds, options) in order."""
+    monkeypatch.setattr(tuning, "REMEDIES", {"fedavg": REMEDIES["fedavg"], "toy": TOY})
+    monkeypatch.setattr(tuning, "tuned", lambda: ["toy"])
+    calls = []
+
+    def run_many(jobs, allow_divergence, **options):
+        calls.extend((c.mu, c.rounds, options) for c, _ in jobs)
+        return [fake(accuracy(c.mu, c.rounds), rounds=c.rounds) for c, _ in jobs]
+
+    monkeypatch.setattr(tuning, "run_many", run_many)
+    return calls
+
+
+def test_successive_halving_continues_the_better_half_and_chooses_on_the_full_length_score(monkeypatch):
+    # At the rung 0.1 and 1 lead; at full length 1 overtakes 0.1. 10 would have been best, but is dropped.
+    rung_scores = {0.01: 0.5, 0.1: 0.8, 1.0: 0.7, 10.0: 0.6}
+    full_scores = {0.1: 0.82, 1.0: 0.9}
+    calls = fake_search(monkeypatch, lambda mu, r: rung_scores[mu] if r == 25 else full_scores[mu])
+    found = tuning.search("standard")["toy"]
+    assert [t.value for t in found.trials] == [0.01, 0.1, 1.0, 10.0]
+    assert [t.full is not None for t in found.trials] == [False, True, True, False]
+    assert found.chosen.value == 1.0 and found.edge_extension() is None
+    rung = [(mu, r) for mu, r, o in calls if o == {"keep_checkpoints": True}]
+    going_on = [(mu, r) for mu, r, o in calls if o == {"resume_from": 25}]
+    assert rung == [(mu, 25) for mu in (0.01, 0.1, 1.0, 10.0) for _ in range(tuning.TUNING_SEEDS)]
+    assert going_on == [(mu, 50) for mu in (0.1, 1.0) for _ in range(tuning.TUNING_SEEDS)]
+    assert tuning.chosen("standard")["toy"] == {"strategy": "fedprox", "mu": 1.0}
+
+
+def test_a_choice_on_an_edge_extends_the_grid_until_it_is_inside_or_the_extensions_run_out(monkeypatch):
+    accuracy = {0.0001: 0.70, 0.001: 0.95, 0.01: 0.9, 0.1: 0.8, 1.0: 0.6, 10.0: 0.5}  # best below the grid
+    calls = fake_search(monkeypatch, lambda mu, r: accuracy[mu])
+    found = tuning.search("standard")["toy"]
+    assert [t.value for t in found.trials] == [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0]
+    assert [t.value for t in found.trials if t.extension] == [0.0001, 0.001]
+    assert found.chosen.value == 0.001 and found.edge_extension() is None  # inside now
+    assert all(t.full is not None for t in found.trials if t.extension)  # extensions always go to full length
+    assert len(calls) == tuning.TUNING_SEEDS * (4 + 2 + 2 * 2)  # the grid's rung, its better half, two extensions
+
+    fake_search(monkeypatch, lambda mu, r: {100.0: 0.99}.get(mu, mu / 100))  # best at the top, beyond it nothing
+    found = tuning.search("standard")["toy"]
+    assert found.chosen.value == 100.0 and found.edge_extension() is None
+
+
+def test_ties_go_to_the_smaller_value(monkeypatch):
+    fake_search(monkeypatch, lambda mu, r: 0.1)  # every value diverges alike: the tie rule decides
+    found = tuning.search("standard")["toy"]
+    assert found.chosen.value == min(t.value for t in found.trials) == 0.0001
+
+
+def test_a_remedy_reads_as_its_setting():
+    assert REMEDIES["fedavgm"].setting(0.3) == {"strategy": "fedavgm", "server_momentum": 0.9, "server_lr": 0.3}
+    assert REMEDIES["shared 5%"].setting() == {"shared_fraction": 0.05}
+    from fedcore.remedies import setting_text
+
+    assert setting_text({"strategy": "fedavgm", "server_lr": 0.5, "server_momentum": 0.9}) == \
         "server_lr 0.5, server_momentum 0.9"
-    assert tuning.setting({}) == "standard settings"
+    assert setting_text({}) == "standard settings"
 
 
 def fake_training(monkeypatch, finals: dict[str, list[float]]) -> list[tuple[str, int]]:
@@ -64,44 +124,46 @@ def fake_training(monkeypatch, finals: dict[str, list[float]]) -> list[tuple[str
         return [fake(finals[c.strategy][c.seed] if c.seed < len(finals[c.strategy]) else 0.8) for c, _ in jobs]
 
     monkeypatch.setattr(experiments, "run_many", run_many)
-    monkeypatch.setattr(tuning, "chosen", lambda scenario: {m: grid[0] for m, grid in REMEDIES.items()})
+    monkeypatch.setattr(tuning, "chosen", lambda scenario: {m: r.setting(r.grid.values[0] if r.grid else None)
+                                                            for m, r in REMEDIES.items()})
     return asked
 
 
-def test_every_method_is_topped_up_to_the_baselines_seeds(monkeypatch):
-    spread = [0.70, 0.80, 0.90]  # sd 10 points: the spread rule asks for 5 seeds
-    asked = fake_training(monkeypatch, {"fedavg": spread, "scaffold": spread, "fedadam": [0.8] * 3})
+def test_every_method_runs_five_seeds(monkeypatch):
+    asked = fake_training(monkeypatch, {"fedavg": [0.7, 0.8, 0.9], "scaffold": [0.7, 0.8, 0.9], "fedadam": [0.8] * 3})
     series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam"])
-    assert {m: len(rs) for m, rs in series.items()} == {"fedavg": 5, "scaffold": 5, "fedadam": 5}
-    first = [(m, s) for m in ("fedavg", "scaffold", "fedadam") for s in range(3)]
-    assert asked == [*first, *[(m, s) for m in ("fedavg", "scaffold", "fedadam") for s in (3, 4)]]
+    assert {m: len(rs) for m, rs in series.items()} == dict.fromkeys(("fedavg", "scaffold", "fedadam"), 5)
+    assert asked == [(m, s) for m in ("fedavg", "scaffold", "fedadam") for s in range(5)]
 
 
-def test_a_close_verdict_runs_the_remedy_and_the_baseline_on_more_seeds(monkeypatch):
-    fedavg = [0.80, 0.82, 0.81, 0.79, 0.80]
-    finals = {"fedavg": fedavg, "scaffold": [0.83, 0.84, 0.82, 0.80, 0.86],  # +2.6 points, interval 0.03 to 5.2
-              "fedadam": [a + 0.10 + 0.001 * i for i, a in enumerate(fedavg)]}  # +10 points, clearly
-    finals["fedavg"][1] = 0.86  # sd over the first three above 2 points: five seeds for the baseline
-    finals["scaffold"] = [a + d for a, d in zip(finals["fedavg"], [0.03, 0.02, 0.01, 0.01, 0.06], strict=True)]
+def test_a_close_verdict_runs_both_methods_on_more_seeds(monkeypatch):
+    fedavg = [0.80, 0.86, 0.81, 0.79, 0.80]
+    finals = {"fedavg": fedavg,
+              "scaffold": [a + d for a, d in zip(fedavg, [0.03, 0.02, 0.01, 0.01, 0.06], strict=True)],  # close
+              "fedadam": [a + 0.10 + 0.001 * i for i, a in enumerate(fedavg)],  # +10 points, clearly
+              "fedrs": [a + 0.10 for a in fedavg]}  # clearly above FedAvg, but barely above FedAdam: close
+    finals["fedrs"] = [a + d for a, d in zip(finals["fedadam"], [0.03, 0.02, 0.01, 0.01, 0.06], strict=True)]
     asked = fake_training(monkeypatch, finals)
-    series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam"])
+    series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam", "fedrs"])
     n = tuning.CLOSE_SEEDS
-    assert {m: len(rs) for m, rs in series.items()} == {"fedavg": n, "scaffold": n, "fedadam": 5}
-    assert asked[-2 * (n - 5):] == [(m, s) for m in ("fedavg", "scaffold") for s in range(5, n)]
+    assert {m: len(rs) for m, rs in series.items()} == {"fedavg": n, "scaffold": n, "fedadam": n, "fedrs": n}
+    assert sorted(asked[4 * 5:]) == sorted((m, s) for m in ("fedavg", "scaffold", "fedadam", "fedrs")
+                                           for s in range(5, n))
 
 
 def test_in_the_book_the_design_pins_each_methods_seeds_and_logs_what_the_rules_would_add(monkeypatch, tmp_path):
-    spread = [0.70, 0.80, 0.90]  # the spread rule would ask for 5 seeds of FedAvg, so of every method
-    asked = fake_training(monkeypatch, {"fedavg": spread, "scaffold": spread, "fedadam": [0.8] * 4})
+    fedavg = [0.80, 0.86, 0.81, 0.79, 0.80]
+    asked = fake_training(monkeypatch, {"fedavg": fedavg, "scaffold": [a + d for a, d in zip(
+        fedavg, [0.03, 0.02, 0.01, 0.01, 0.06], strict=True)], "fedadam": [0.8] * 5})
     path, log = tmp_path / "design.yml", tmp_path / "design.log"
-    path.write_text("remedies: {fedavg: 3, scaffold: 3, fedadam: 4}\n")
+    path.write_text("remedies: {fedavg: 5, scaffold: 5, fedadam: 6}\n")
     monkeypatch.setenv(design.DESIGN_ENV, str(path))
     monkeypatch.setenv(design.PAGE_ENV, "remedies")
     monkeypatch.setenv(design.LOG_ENV, str(log))
     series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam"])
-    assert {m: len(rs) for m, rs in series.items()} == {"fedavg": 3, "scaffold": 3, "fedadam": 4}
-    assert sorted(asked) == sorted([(m, s) for m in ("fedavg", "scaffold") for s in range(3)]
-                                   + [("fedadam", s) for s in range(4)])
+    assert {m: len(rs) for m, rs in series.items()} == {"fedavg": 5, "scaffold": 5, "fedadam": 6}
+    assert sorted(asked) == sorted([(m, s) for m in ("fedavg", "scaffold") for s in range(5)]
+                                   + [("fedadam", s) for s in range(6)])
     assert log.read_text().splitlines() == [
-        f"remedies: {m} runs the {n} seeds the design pins; its rule would now propose 5"
-        for m, n in (("fedavg", 3), ("scaffold", 3), ("fedadam", 4))]
+        f"remedies: {m} runs the 5 seeds the design pins; its rule would now propose {tuning.CLOSE_SEEDS}"
+        for m in ("fedavg", "scaffold")]
