@@ -52,6 +52,7 @@ test-avx2: $(VENV)/installed fashion-mnist
 
 benchmark: $(VENV)/installed
 	$(PY) benchmarks/round_speed.py
+	$(PY) benchmarks/profile_round.py
 	$(PY) benchmarks/sweep_speed.py
 
 # fedcore against Flower's simulation (benchmarks/vs_flower.py), in a venv of its own: Flower pulls in Ray
