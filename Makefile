@@ -45,10 +45,12 @@ test: $(VENV)/installed fashion-mnist
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
-# The tests again on torch's and MKL's AVX2 kernels (on an AVX-512 machine they round otherwise): an
-# assertion that only one processor's rounding meets shows up here.
+# The tests whose numbers come from torch's kernels, again on its and MKL's AVX2 kernels (on an AVX-512 machine
+# they round otherwise): an assertion that only one processor's rounding meets shows up here.
+KERNEL_TESTS := $(addprefix tests/test_,allocation.py data.py engine.py explorer.py finding.py lockstep.py \
+	losses.py strategies.py tuning.py)
 test-avx2: $(VENV)/installed fashion-mnist
-	ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PY) -m pytest -q
+	ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(PY) -m pytest -q $(KERNEL_TESTS)
 
 benchmark: $(VENV)/installed
 	$(PY) benchmarks/round_speed.py
