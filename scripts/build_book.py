@@ -41,9 +41,8 @@ import papermill
 import torch
 import yaml
 
-from fedcore import design, notebook, report
-from fedcore.config import ConfigError
-from fedcore.experiments import STANDARD
+from fedcore import design, experiments, notebook, report
+from fedcore.config import ConfigError, RunConfig
 from fedcore.store import write_atomic
 from fedcore.version import engine_fingerprint
 
@@ -175,11 +174,11 @@ def collect_numbers(entries: list[dict], pages: Path = OUTPUT_DIR) -> list[dict]
     return numbers
 
 
-def build_info() -> dict[str, object]:
-    """What made this build: commit, engine fingerprint, torch threads of the runs, machine."""
+def build_info(standard: RunConfig) -> dict[str, object]:
+    """What made this build: commit, engine fingerprint, torch threads of the runs (``standard``'s), machine."""
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
     return {"commit": commit.stdout.strip() or None, "engine_fingerprint": engine_fingerprint(),
-            "threads": STANDARD.threads, "device": STANDARD.device, "machine": platform.machine(),
+            "threads": standard.threads, "device": standard.device, "machine": platform.machine(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -198,6 +197,11 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="re-execute every notebook")
     parser.add_argument("--no-book", action="store_true", help="execute the notebooks only")
     args = parser.parse_args()
+    try:
+        standard = experiments.standard()  # a bad FEDCORE_THREADS stops here, in one line
+    except ConfigError as err:
+        print(f"FAILED: {err}", file=sys.stderr)
+        sys.exit(2)
     recording = design.recording()
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     DESIGN_LOG.parent.mkdir(parents=True, exist_ok=True)
@@ -234,7 +238,7 @@ def main() -> None:
         build = [jupyter_book, "build", str(ROOT), "-W", "-n", "--keep-going", "--all"]
         if subprocess.run(build, cwd=ROOT, check=False).returncode != 0:
             failed.append("jupyter-book build (warnings are errors; see above)")
-        payload = {"build": build_info(), "numbers": numbers}
+        payload = {"build": build_info(standard), "numbers": numbers}
         write_atomic(NUMBERS, json.dumps(payload, indent=1) + "\n")
         print(f"{len(numbers)} glued numbers in {NUMBERS.relative_to(ROOT)}")
         times.append(("jupyter-book build", f"{time.perf_counter() - book_start:.1f} s"))

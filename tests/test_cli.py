@@ -4,6 +4,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -199,6 +200,15 @@ def test_a_bad_fedcore_threads_does_not_break_the_import():
     done = subprocess.run([sys.executable, "-m", "fedcore", "--help"], capture_output=True, text=True, env=env,
                           timeout=120, check=False)
     assert done.returncode == 0 and "usage: python -m fedcore" in done.stdout and done.stderr == ""
+
+
+def test_a_bad_fedcore_threads_stops_the_book_build_in_one_line_before_any_notebook(tmp_path):
+    env = {**os.environ, "FEDCORE_THREADS": "0"}
+    script = Path(__file__).resolve().parent.parent / "scripts" / "build_book.py"
+    done = subprocess.run([sys.executable, str(script), "--no-book"], capture_output=True, text=True, env=env,
+                          timeout=120, check=False, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip() == "FAILED: $FEDCORE_THREADS must be an integer >= 1; got '0'"
 
 
 def test_a_full_disk_is_refused_before_training_or_named_in_one_line(tmp_path, capsys, monkeypatch, toy):
