@@ -92,15 +92,19 @@ class Search:
         full = [t for t in self.trials if t.full is not None]
         return max(full, key=lambda t: (score(t.full).mean, -t.value))
 
+    @property
+    def edge(self) -> str | None:
+        """"below" or "above" where the choice is the smallest or largest value tried, else None."""
+        if self.chosen is self.trials[0]:
+            return "below"
+        return "above" if self.chosen is self.trials[-1] else None
+
     def edge_extension(self) -> float | None:
         """The next value beyond the grid's edge where the choice sits on it, else None."""
-        grid, values = REMEDIES[self.remedy].grid, [t.value for t in self.trials]
-        tried = set(values)
-        if self.chosen.value == min(values):
-            return next((v for v in grid.below if v not in tried), None)
-        if self.chosen.value == max(values):
-            return next((v for v in grid.above if v not in tried), None)
-        return None
+        if self.edge is None:
+            return None
+        tried = {t.value for t in self.trials}
+        return next((v for v in getattr(REMEDIES[self.remedy].grid, self.edge) if v not in tried), None)
 
 
 def _runs(configs: dict[tuple[str, float], RunConfig], **options: object) -> dict[tuple[str, float], list]:

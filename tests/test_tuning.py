@@ -75,7 +75,7 @@ def test_successive_halving_continues_the_better_half_and_chooses_on_the_full_le
     found = tuning.search("standard")["toy"]
     assert [t.value for t in found.trials] == [0.01, 0.1, 1.0, 10.0]
     assert [t.full is not None for t in found.trials] == [False, True, True, False]
-    assert found.chosen.value == 1.0 and found.edge_extension() is None
+    assert found.chosen.value == 1.0 and found.edge_extension() is None and found.edge is None
     rung = [(mu, r) for mu, r, o in calls if o == {"keep_checkpoints": True}]
     going_on = [(mu, r) for mu, r, o in calls if o == {"resume_from": 25}]
     assert rung == [(mu, 25) for mu in (0.01, 0.1, 1.0, 10.0) for _ in range(tuning.TUNING_SEEDS)]
@@ -95,7 +95,7 @@ def test_a_choice_on_an_edge_extends_the_grid_until_it_is_inside_or_the_extensio
 
     fake_search(monkeypatch, lambda mu, r: {100.0: 0.99}.get(mu, mu / 100))  # best at the top, beyond it nothing
     found = tuning.search("standard")["toy"]
-    assert found.chosen.value == 100.0 and found.edge_extension() is None
+    assert found.chosen.value == 100.0 and found.edge_extension() is None and found.edge == "above"
 
 
 def test_ties_go_to_the_smaller_value(monkeypatch):
