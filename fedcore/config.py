@@ -6,7 +6,13 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
+import os
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from fedcore.allocation import partitioner_for
 from fedcore.errors import ConfigError
@@ -107,6 +113,9 @@ class RunConfig:
     data_dir: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        """Each value in its field's canonical type (``canonical``), then validated."""
+        for name in FIELD_TYPES:
+            object.__setattr__(self, name, canonical(name, getattr(self, name)))
         validate(self)
 
     @property
@@ -144,73 +153,111 @@ class RunConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _field_type(hint: object) -> tuple[type, bool]:
+    """A field's type (int, float or str) and whether it may be None, from its annotation."""
+    args = typing.get_args(hint) or (hint,)
+    return next(t for t in args if t is not type(None)), type(None) in args
+
+
+FIELD_TYPES = {name: _field_type(hint) for name, hint in typing.get_type_hints(RunConfig).items()}
+CHOICES = {"dataset": DATASETS, "model": MODELS, "allocation": ALLOCATIONS, "strategy": STRATEGIES, "device": DEVICES}
+# Each numeric field's allowed range, as errors say it, and its test of a value of the field's type (None, where
+# allowed, is not tested). bias, alpha, classes_per_worker and shards_per_worker are the allocation's to check.
+RANGES: dict[str, tuple[str, Callable[[typing.Any], bool]]] = {
+    "workers": ("an integer >= 2", lambda v: v >= 2),
+    "rounds": ("an integer >= 1", lambda v: v >= 1),
+    "participation": ("in (0, 1]", lambda v: 0.0 < v <= 1.0),
+    "local_epochs": ("an integer >= 1", lambda v: v >= 1),
+    "local_steps": ("an integer >= 1", lambda v: v >= 1),
+    "batch_size": ("an integer >= 1 or None (full batch)", lambda v: v >= 1),
+    "lr": ("> 0 and finite", lambda v: 0 < v < math.inf),
+    "lr_decay": ("in (0, 1]", lambda v: 0.0 < v <= 1.0),
+    "momentum": ("in [0, 1)", lambda v: 0.0 <= v < 1.0),
+    "weight_decay": (">= 0 and finite", lambda v: 0 <= v < math.inf),
+    "server_lr": ("> 0 and finite", lambda v: 0 < v < math.inf),
+    "server_momentum": ("in [0, 1)", lambda v: 0.0 <= v < 1.0),
+    "mu": (">= 0 and finite", lambda v: 0 <= v < math.inf),
+    "beta1": ("in [0, 1)", lambda v: 0.0 <= v < 1.0),
+    "beta2": ("in [0, 1)", lambda v: 0.0 <= v < 1.0),
+    "tau": ("> 0 and finite", lambda v: 0 < v < math.inf),
+    "rs_alpha": ("in (0, 1]", lambda v: 0.0 < v <= 1.0),
+    "lc_tau": (">= 0 and finite", lambda v: 0 <= v < math.inf),
+    "ntd_beta": (">= 0 and finite", lambda v: 0 <= v < math.inf),
+    "ntd_temperature": ("> 0 and finite", lambda v: 0 < v < math.inf),
+    "aws_margin": ("in (0, 1] (a cosine distance (1 - cos) / 2)", lambda v: 0.0 < v <= 1.0),
+    "aws_steps": ("an integer in [0, 10000]", lambda v: 0 <= v <= 10_000),
+    "aws_lr": ("> 0 and finite", lambda v: 0 < v < math.inf),
+    "shared_fraction": ("in [0, 1)", lambda v: 0.0 <= v < 1.0),
+    "validation": (f"an integer in [0, {MAX_VALIDATION}] (training images held out for validation; 0 = none)",
+                   lambda v: 0 <= v <= MAX_VALIDATION),
+    "eval_workers": ("an integer in [0, 10000] (test images per worker evaluation; 0 = off)",
+                     lambda v: 0 <= v <= 10_000),
+    "seed": ("an integer >= 0", lambda v: v >= 0),
+    "threads": ("an integer >= 1", lambda v: v >= 1),
+    "processes": ("an integer >= 1 or None (one per core)", lambda v: v >= 1),
+}
+
+
+def _allowed(name: str) -> str:
+    """How an error says a field's allowed values, its type included."""
+    kind, optional = FIELD_TYPES[name]
+    if name in CHOICES:
+        return "one of " + ", ".join(CHOICES[name])
+    if kind is str:
+        return "a path or None" if optional else "a string"
+    number = {int: "an integer", float: "a number"}[kind]
+    if name not in RANGES:
+        return number + (" or None" if optional else "")
+    allowed = RANGES[name][0]
+    return allowed if allowed.startswith(number) else f"{number} {allowed}"
+
+
+def canonical(name: str, value: object) -> object:
+    """``value`` as field ``name``'s type, so that one experiment has one key however it was written: a float for
+    a float field (an int or numpy float too), an int for an int field (a numpy int, or a float with no fraction),
+    a str for a str field (a path too); None only where the field allows it. ConfigError naming the field for
+    anything else: a bool, a string where a number is meant, a number that is not one of the type."""
+    kind, optional = FIELD_TYPES[name]
+    if value is None and optional:
+        return None
+    if kind is str:
+        if isinstance(value, str | os.PathLike):
+            return os.fspath(value) if name not in CHOICES else str(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+        if isinstance(value, numbers.Integral):
+            return int(value) if kind is int else _float(name, value)
+        if kind is float:
+            return float(value)
+        if math.isfinite(value) and float(value).is_integer():
+            return int(value)
+    raise ConfigError(f"{name} must be {_allowed(name)}; got {value!r}", param=name)
+
+
+def _float(name: str, value: numbers.Integral) -> float:
+    """An int as a float; one beyond a float's range is refused naming the field."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ConfigError(f"{name} must be {_allowed(name)}; got {value!r}", param=name) from None
+
+
 def _check(ok: bool, name: str, allowed: str, value: object) -> None:
     if not ok:
         raise ConfigError(f"{name} must be {allowed}; got {value!r}")
 
 
-def _choice(name: str, value: object, options: tuple[str, ...]) -> None:
-    _check(value in options, name, "one of " + ", ".join(options), value)
-
-
-def _int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def validate(c: RunConfig) -> None:
-    """Raise ConfigError naming the first parameter outside its allowed range (no float may be inf or nan)."""
-    _choice("dataset", c.dataset, DATASETS)
-    _choice("model", c.model, MODELS)
-    _choice("allocation", c.allocation, ALLOCATIONS)
-    _choice("strategy", c.strategy, STRATEGIES)
-    _choice("device", c.device, DEVICES)
-    _check(_int(c.workers) and c.workers >= 2, "workers", "an integer >= 2", c.workers)
-    _check(_int(c.rounds) and c.rounds >= 1, "rounds", "an integer >= 1", c.rounds)
-    _check(0.0 < c.participation <= 1.0, "participation", "in (0, 1]", c.participation)
+    """Raise ConfigError naming the first parameter outside its allowed range (no float may be inf or nan).
+    The values are of their fields' types (``canonical``)."""
+    for name, options in CHOICES.items():
+        _check(getattr(c, name) in options, name, _allowed(name), getattr(c, name))
     _check(
         (c.local_epochs is None) != (c.local_steps is None),
         "local_epochs/local_steps", "exactly one of the two set",
         (c.local_epochs, c.local_steps),
     )
-    if c.local_epochs is not None:
-        _check(_int(c.local_epochs) and c.local_epochs >= 1, "local_epochs", "an integer >= 1", c.local_epochs)
-    if c.local_steps is not None:
-        _check(_int(c.local_steps) and c.local_steps >= 1, "local_steps", "an integer >= 1", c.local_steps)
-    _check(
-        c.batch_size is None or (_int(c.batch_size) and c.batch_size >= 1),
-        "batch_size", "an integer >= 1 or None (full batch)", c.batch_size,
-    )
-    _check(0 < c.lr < math.inf, "lr", "> 0 and finite", c.lr)
-    _check(0.0 < c.lr_decay <= 1.0, "lr_decay", "in (0, 1]", c.lr_decay)
-    _check(0.0 <= c.momentum < 1.0, "momentum", "in [0, 1)", c.momentum)
-    _check(0 <= c.weight_decay < math.inf, "weight_decay", ">= 0 and finite", c.weight_decay)
-    _check(0 < c.server_lr < math.inf, "server_lr", "> 0 and finite", c.server_lr)
-    _check(0.0 <= c.server_momentum < 1.0, "server_momentum", "in [0, 1)", c.server_momentum)
-    _check(0 <= c.mu < math.inf, "mu", ">= 0 and finite", c.mu)
-    _check(0.0 <= c.beta1 < 1.0, "beta1", "in [0, 1)", c.beta1)
-    _check(0.0 <= c.beta2 < 1.0, "beta2", "in [0, 1)", c.beta2)
-    _check(0 < c.tau < math.inf, "tau", "> 0 and finite", c.tau)
-    _check(0.0 < c.rs_alpha <= 1.0, "rs_alpha", "in (0, 1]", c.rs_alpha)
-    _check(0 <= c.lc_tau < math.inf, "lc_tau", ">= 0 and finite", c.lc_tau)
-    _check(0 <= c.ntd_beta < math.inf, "ntd_beta", ">= 0 and finite", c.ntd_beta)
-    _check(0 < c.ntd_temperature < math.inf, "ntd_temperature", "> 0 and finite", c.ntd_temperature)
-    _check(0.0 < c.aws_margin <= 1.0, "aws_margin", "in (0, 1] (a cosine distance (1 - cos) / 2)", c.aws_margin)
-    _check(_int(c.aws_steps) and 0 <= c.aws_steps <= 10_000, "aws_steps", "an integer in [0, 10000]", c.aws_steps)
-    _check(0 < c.aws_lr < math.inf, "aws_lr", "> 0 and finite", c.aws_lr)
-    _check(0.0 <= c.shared_fraction < 1.0, "shared_fraction", "in [0, 1)", c.shared_fraction)
-    _check(
-        _int(c.validation) and 0 <= c.validation <= MAX_VALIDATION, "validation",
-        f"an integer in [0, {MAX_VALIDATION}] (training images held out for validation; 0 = none)", c.validation,
-    )
-    _check(
-        _int(c.eval_workers) and 0 <= c.eval_workers <= 10_000,
-        "eval_workers", "an integer in [0, 10000] (test images per worker evaluation; 0 = off)",
-        c.eval_workers,
-    )
-    _check(_int(c.seed) and c.seed >= 0, "seed", "an integer >= 0", c.seed)
-    _check(_int(c.threads) and c.threads >= 1, "threads", "an integer >= 1", c.threads)
-    _check(
-        c.processes is None or (_int(c.processes) and c.processes >= 1),
-        "processes", "an integer >= 1 or None (one per core)", c.processes,
-    )
+    for name, (allowed, ok) in RANGES.items():
+        value = getattr(c, name)
+        if value is not None:
+            _check(ok(value), name, allowed, value)
     partitioner_for(c).check(c.workers, NUM_CLASSES)  # the allocation's own parameter

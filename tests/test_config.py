@@ -1,3 +1,6 @@
+import json
+
+import numpy as np
 import pytest
 
 from fedcore import ConfigError, RunConfig
@@ -73,3 +76,41 @@ def test_validation_changes_the_key_only_when_images_are_held_out():
     assert "validation" not in RunConfig().experiment()
     assert RunConfig(validation=6000).key() != RunConfig().key()
     assert RunConfig(validation=6000).experiment()["validation"] == 6000
+
+
+def test_one_experiment_has_one_key_however_its_numbers_are_written():
+    """Issue 22, item 6: ints for float fields, numpy scalars and integral floats for int fields are turned into
+    the field's type on construction (and on replace), so they share the key of the canonical spelling."""
+    assert RunConfig(bias=1).key() == RunConfig(bias=1.0).key()
+    assert RunConfig(lr=1).key() == RunConfig(lr=1.0).key()
+    assert RunConfig().replace(bias=1).key() == RunConfig(bias=1.0).key()
+    assert RunConfig(bias=np.float32(0.5)).key() == RunConfig(bias=0.5).key()
+    written = RunConfig(seed=np.int64(3), workers=np.int32(20), rounds=3.0, lr=np.float64(0.1), batch_size=np.int64(8))
+    assert written == RunConfig(seed=3, workers=20, rounds=3, lr=0.1, batch_size=8)
+    assert written.key() == RunConfig(seed=3, workers=20, rounds=3, lr=0.1, batch_size=8).key()
+    assert [type(written.seed), type(written.rounds), type(written.lr), type(RunConfig(bias=1).bias)] == [
+        int, int, float, float]
+    json.dumps(written.experiment())  # numpy scalars are gone: the payload of the key serialises
+
+
+@pytest.mark.parametrize(
+    ("changes", "param", "allowed"),
+    [
+        ({"rs_alpha": True}, "rs_alpha", "a number in (0, 1]"),
+        ({"workers": True}, "workers", "an integer >= 2"),
+        ({"seed": np.bool_(False)}, "seed", "an integer >= 0"),
+        ({"lr": "0.1"}, "lr", "a number > 0 and finite"),
+        ({"bias": "0.5"}, "bias", "a number"),
+        ({"rs_alpha": None}, "rs_alpha", "a number in (0, 1]"),
+        ({"model": None}, "model", "one of mlp"),
+        ({"batch_size": "full"}, "batch_size", "an integer >= 1 or None"),
+        ({"rounds": 2.5}, "rounds", "an integer >= 1"),
+        ({"seed": float("inf")}, "seed", "an integer >= 0"),
+        ({"lr": 10**400}, "lr", "a number > 0 and finite"),
+        ({"data_dir": 3}, "data_dir", "a path or None"),
+    ],
+)
+def test_values_not_of_the_fields_type_are_refused_naming_the_field(changes, param, allowed):
+    with pytest.raises(ConfigError) as err:
+        RunConfig(**changes)
+    assert err.value.param == param and str(err.value).startswith(f"{param} must be {allowed}")
