@@ -161,6 +161,8 @@ def _field_type(hint: object) -> tuple[type, bool]:
 
 FIELD_TYPES = {name: _field_type(hint) for name, hint in typing.get_type_hints(RunConfig).items()}
 CHOICES = {"dataset": DATASETS, "model": MODELS, "allocation": ALLOCATIONS, "strategy": STRATEGIES, "device": DEVICES}
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the engine computes in float32: larger finite values overflow
+FLOAT32_RANGE = f"within float32's range, at most {FLOAT32_MAX:.4g} in absolute value"
 # Each numeric field's allowed range, as errors say it, and its test of a value of the field's type (None, where
 # allowed, is not tested). bias, alpha, classes_per_worker and shards_per_worker are the allocation's to check.
 RANGES: dict[str, tuple[str, Callable[[typing.Any], bool]]] = {
@@ -238,7 +240,7 @@ def _float(name: str, value: numbers.Integral) -> float:
     try:
         return float(value)
     except OverflowError:
-        raise ConfigError(f"{name} must be {_allowed(name)}; got {value!r}", param=name) from None
+        raise ConfigError(f"{name} must be {FLOAT32_RANGE}; got {value!r}", param=name) from None
 
 
 def _check(ok: bool, name: str, allowed: str, value: object) -> None:
@@ -247,8 +249,8 @@ def _check(ok: bool, name: str, allowed: str, value: object) -> None:
 
 
 def validate(c: RunConfig) -> None:
-    """Raise ConfigError naming the first parameter outside its allowed range (no float may be inf or nan).
-    The values are of their fields' types (``canonical``)."""
+    """Raise ConfigError naming the first parameter outside its allowed range (no float may be inf or nan, or
+    beyond float32's range). The values are of their fields' types (``canonical``)."""
     for name, options in CHOICES.items():
         _check(getattr(c, name) in options, name, _allowed(name), getattr(c, name))
     _check(
@@ -260,4 +262,8 @@ def validate(c: RunConfig) -> None:
         value = getattr(c, name)
         if value is not None:
             _check(ok(value), name, allowed, value)
+    for name, (kind, _) in FIELD_TYPES.items():
+        value = getattr(c, name)
+        if kind is float:
+            _check(not math.isfinite(value) or abs(value) <= FLOAT32_MAX, name, FLOAT32_RANGE, value)
     partitioner_for(c).check(c.workers, NUM_CLASSES)  # the allocation's own parameter

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from fedcore import ConfigError, RunConfig
+from fedcore.config import FIELD_TYPES, FLOAT32_MAX, RANGES
 
 BAD = [
     ({"bias": -0.1}, "bias", "[0, 1]"),
@@ -106,7 +107,6 @@ def test_one_experiment_has_one_key_however_its_numbers_are_written():
         ({"batch_size": "full"}, "batch_size", "an integer >= 1 or None"),
         ({"rounds": 2.5}, "rounds", "an integer >= 1"),
         ({"seed": float("inf")}, "seed", "an integer >= 0"),
-        ({"lr": 10**400}, "lr", "a number > 0 and finite"),
         ({"data_dir": 3}, "data_dir", "a path or None"),
     ],
 )
@@ -114,3 +114,23 @@ def test_values_not_of_the_fields_type_are_refused_naming_the_field(changes, par
     with pytest.raises(ConfigError) as err:
         RunConfig(**changes)
     assert err.value.param == param and str(err.value).startswith(f"{param} must be {allowed}")
+
+
+FLOAT_FIELDS = [name for name, (kind, _) in FIELD_TYPES.items() if kind is float]
+# those with no upper bound of their own (lr, mu, weight_decay, aws_lr, alpha, ...): float32's range is theirs
+UNBOUNDED = [name for name in FLOAT_FIELDS if name not in RANGES or "finite" in RANGES[name][0]]
+
+
+@pytest.mark.parametrize("name", FLOAT_FIELDS)
+@pytest.mark.parametrize("value", [1e308, 10**400])
+def test_finite_floats_beyond_float32_are_refused_naming_the_field(name, value):
+    """Issue 22, item 12: --lr 1e308 (and any float field) overflowed in torch after the run started."""
+    with pytest.raises(ConfigError) as err:
+        RunConfig(**{name: value})
+    assert err.value.param == name
+    if name in UNBOUNDED or value == 10**400:
+        assert str(err.value).startswith(f"{name} must be within float32's range, at most 3.403e+38 in absolute value")
+
+
+def test_the_largest_float32_is_accepted():
+    assert RunConfig(lr=FLOAT32_MAX).lr == FLOAT32_MAX
