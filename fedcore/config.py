@@ -253,6 +253,9 @@ def validate(c: RunConfig) -> None:
     beyond float32's range). The values are of their fields' types (``canonical``)."""
     for name, options in CHOICES.items():
         _check(getattr(c, name) in options, name, _allowed(name), getattr(c, name))
+    _check(not (c.strategy == "fedbabu" and c.model == "logistic"), "strategy/model",
+           "another pair than fedbabu with logistic (FedBABU keeps the output layer fixed, and the logistic model is "
+           "only an output layer: nothing would train)", (c.strategy, c.model))
     _check(
         (c.local_epochs is None) != (c.local_steps is None),
         "local_epochs/local_steps", "exactly one of the two set",

@@ -79,6 +79,7 @@ def _fails(capsys, argv: list[str]) -> str:
         (["--allocation", "dirichlet", "--alpha", "inf"], "--alpha must be > 0 and finite; got inf"),
         (["--lr", "inf"], "--lr must be > 0 and finite; got inf"),
         (["--mu", "nan", "--strategy", "fedprox"], "--mu must be >= 0 and finite; got nan"),
+        (["--strategy", "fedbabu", "--model", "logistic"], "--strategy/--model must be another pair than fedbabu"),
     ],
 )
 def test_failures_found_after_validation_now_exit_2_before_training(tmp_path, capsys, mnist, no_training, argv,

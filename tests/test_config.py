@@ -46,6 +46,7 @@ BAD = [
     ({"threads": None}, "threads", ">= 1"),
     ({"validation": -1}, "validation", "[0, 30000]"),
     ({"validation": 60_000}, "validation", "[0, 30000]"),
+    ({"strategy": "fedbabu", "model": "logistic"}, "strategy/model", "nothing would train"),  # issue 22, item 7
 ]
 
 
