@@ -73,9 +73,9 @@ HELP = {
     "validation": "training images held out for validation (the same ones in every run), in [0, 30000]; 0 = none",
     "eval_workers": "test images on which each worker's local model is scored each round, 0..10000 (0 = off); "
                     "not part of the run key: a stored run scored on more images serves a request for fewer",
-    "seed": "random seed, integer >= 0",
+    "seed": "random seed, integer >= 0 and < 2**64",
     "device": f"{', '.join(DEVICES)} (auto = CUDA when present)",
-    "threads": "torch threads on CPU, integer >= 1; part of the run key, as the count changes the last bits",
+    "threads": "torch threads on CPU, integer in [1, 1024]; part of the run key, as the count changes the last bits",
     "processes": "worker processes training one run's workers on CPU, one thread each, integer >= 1 "
                  "(default: one per core)",
     "data_dir": "data directory (default: $FEDCORE_DATA_DIR, else data/)",

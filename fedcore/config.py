@@ -163,6 +163,7 @@ FIELD_TYPES = {name: _field_type(hint) for name, hint in typing.get_type_hints(R
 CHOICES = {"dataset": DATASETS, "model": MODELS, "allocation": ALLOCATIONS, "strategy": STRATEGIES, "device": DEVICES}
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the engine computes in float32: larger finite values overflow
 FLOAT32_RANGE = f"within float32's range, at most {FLOAT32_MAX:.4g} in absolute value"
+MAX_THREADS = 1024  # torch threads: more than any machine's cores; a count beyond C's int overflowed in torch
 # Each numeric field's allowed range, as errors say it, and its test of a value of the field's type (None, where
 # allowed, is not tested). bias, alpha, classes_per_worker and shards_per_worker are the allocation's to check.
 RANGES: dict[str, tuple[str, Callable[[typing.Any], bool]]] = {
@@ -194,8 +195,8 @@ RANGES: dict[str, tuple[str, Callable[[typing.Any], bool]]] = {
                    lambda v: 0 <= v <= MAX_VALIDATION),
     "eval_workers": ("an integer in [0, 10000] (test images per worker evaluation; 0 = off)",
                      lambda v: 0 <= v <= 10_000),
-    "seed": ("an integer >= 0", lambda v: v >= 0),
-    "threads": ("an integer >= 1", lambda v: v >= 1),
+    "seed": ("an integer >= 0 and < 2**64", lambda v: 0 <= v < 2**64),  # torch's generators take 64 bits
+    "threads": (f"an integer in [1, {MAX_THREADS}]", lambda v: 1 <= v <= MAX_THREADS),
     "processes": ("an integer >= 1 or None (one per core)", lambda v: v >= 1),
 }
 

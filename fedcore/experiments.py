@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Hashable, Mapping, Sequence
 
 from fedcore import design
-from fedcore.config import ConfigError, RunConfig
+from fedcore.config import MAX_THREADS, ConfigError, RunConfig
 from fedcore.results import RunResult
 from fedcore.runner import run_many
 from fedcore.stats import Comparison, Estimate, estimate, paired
@@ -19,9 +19,11 @@ def book_threads() -> int:
     """Torch threads of the report's runs: $FEDCORE_THREADS where set and not empty (a rebuild with another
     count gives other runs, whose numbers scripts/compare_numbers.py sets against the first build's), else 1."""
     text = os.environ.get(THREADS_ENV) or "1"
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f"${THREADS_ENV} must be an integer >= 1; got {text!r}", param=f"${THREADS_ENV}")
-    return int(text)
+    threads = int(text) if text.isascii() and text.isdigit() else 0  # not '²', a digit int() refuses
+    if not 1 <= threads <= MAX_THREADS:
+        raise ConfigError(f"${THREADS_ENV} must be an integer in [1, {MAX_THREADS}]; got {text!r}",
+                          param=f"${THREADS_ENV}")
+    return threads
 
 
 # Every federated run in the report, unless a notebook parameter changes it. Each worker's model is

@@ -187,13 +187,13 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("bad", ["0", "-1", "abc", " 2"])
+@pytest.mark.parametrize("bad", ["0", "-1", "abc", " 2", "\u00b2", "1025"])
 def test_a_bad_fedcore_threads_breaks_only_what_uses_it(monkeypatch, tmp_path, capsys, no_training, bad):
     monkeypatch.setenv("FEDCORE_THREADS", bad)
     for command in ("run", "sweep", "notebook"):
         assert "usage:" in parser()._subparsers._group_actions[0].choices[command].format_help()
     err = _fails(capsys, ["run", "--standard", "--bias", "1", "--runs-dir", str(tmp_path / "runs")])
-    assert f"$FEDCORE_THREADS must be an integer >= 1; got '{bad}'" in err and not (tmp_path / "runs").exists()
+    assert f"$FEDCORE_THREADS must be an integer in [1, 1024]; got '{bad}'" in err and not (tmp_path / "runs").exists()
 
 
 def test_a_bad_fedcore_threads_does_not_break_the_import():
@@ -209,7 +209,7 @@ def test_a_bad_fedcore_threads_stops_the_book_build_in_one_line_before_any_noteb
     done = subprocess.run([sys.executable, str(script), "--no-book"], capture_output=True, text=True, env=env,
                           timeout=120, check=False, cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.strip() == "FAILED: $FEDCORE_THREADS must be an integer >= 1; got '0'"
+    assert done.stderr.strip() == "FAILED: $FEDCORE_THREADS must be an integer in [1, 1024]; got '0'"
 
 
 def test_a_full_disk_is_refused_before_training_or_named_in_one_line(tmp_path, capsys, monkeypatch, toy):

@@ -42,8 +42,10 @@ BAD = [
     ({"server_lr": float("inf")}, "server_lr", "finite"),
     ({"allocation": "dirichlet", "alpha": float("inf")}, "alpha", "> 0 and finite"),
     ({"bias": float("nan")}, "bias", "[0, 1]"),
-    ({"threads": 0}, "threads", ">= 1"),
-    ({"threads": None}, "threads", ">= 1"),
+    ({"threads": 0}, "threads", "[1, 1024]"),
+    ({"threads": None}, "threads", "[1, 1024]"),
+    ({"threads": 1_000_000_000_000}, "threads", "[1, 1024]"),  # issue 22, item 11: overflowed in torch
+    ({"seed": 2**64}, "seed", "< 2**64"),
     ({"validation": -1}, "validation", "[0, 30000]"),
     ({"validation": 60_000}, "validation", "[0, 30000]"),
     ({"strategy": "fedbabu", "model": "logistic"}, "strategy/model", "nothing would train"),  # issue 22, item 7
