@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -29,6 +31,8 @@ RAW_SIZES = {
 }
 
 
+CHECKSUMS = "SHA256SUMS"  # beside raw/ (e.g. MNIST/SHA256SUMS), as sha256sum writes it: "HEX  raw/NAME" a line
+
 VALIDATION_SEED = 7_2026  # one fixed draw: the same held-out images for every seed, run and setting
 
 
@@ -37,7 +41,12 @@ class DataNotFoundError(FileNotFoundError):
 
 
 class DataDamagedError(OSError):
-    """A raw file of the dataset has the wrong size (cut short or damaged); the message names it."""
+    """A raw file of the dataset has the wrong size or checksum (cut short, damaged or altered); the message names
+    it."""
+
+
+class DataUnreadableError(OSError):
+    """The dataset's folder or a file of it cannot be read (no permission); the message names it."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,32 @@ def check_raw_files(cls_name: str, root: Path) -> None:
             )
 
 
+@cache
+def _sha256(path: Path) -> str:
+    """The SHA-256 of a file, hashed once per process (``path`` resolved: links to one file share it)."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def check_checksums(folder: Path) -> None:
+    """Raise DataDamagedError naming the first file listed in ``folder``/SHA256SUMS (paths relative to ``folder``)
+    whose SHA-256 is another; nothing to check without that file. A listed file not there yet is left to the
+    download (torchvision checks what it fetches)."""
+    sums = folder / CHECKSUMS
+    if not sums.is_file():
+        return
+    for line in sums.read_text(errors="replace").splitlines():
+        digest, _, name = line.strip().partition(" ")
+        path = folder / name.strip().lstrip("*")  # '*' marks a file hashed in binary mode
+        if not line.strip() or not path.exists():
+            continue
+        if len(digest) != 64 or _sha256(path.resolve()) != digest.lower():
+            raise DataDamagedError(
+                f"{path} does not match its SHA-256 in {sums}: the file is damaged or altered; replace it with a "
+                "whole copy, or delete it so that it is downloaded again"
+            )
+
+
 def _outermost_missing(path: Path) -> Path | None:
     """The outermost folder on the way to ``path`` that does not exist yet (None when ``path`` exists)."""
     missing = None
@@ -109,25 +144,41 @@ _CACHE: dict[tuple[str, Path], Dataset] = {}
 
 def load(name: str = "mnist", root: str | os.PathLike | None = None) -> Dataset:
     """Load a dataset through torchvision from the first data directory that holds it, else download it
-    into the first directory (where the internet is reachable)."""
-    import torchvision.datasets
-
+    into the first directory (where the internet is reachable). Its raw files are checked first: their sizes,
+    and their checksums where a SHA256SUMS lies beside them (DataDamagedError); a folder or file that cannot be
+    read is a DataUnreadableError, data neither there nor downloadable a DataNotFoundError."""
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
+    try:
+        return _load(name, data_dirs(root), root is not None)
+    except PermissionError as err:
+        raise DataUnreadableError(
+            f"{err.filename or data_dirs(root)[0]} cannot be read ({err.strerror}): give this user read access to "
+            f"the {DATASETS[name][0]} folder and its files, or point {'data_dir (--data-dir)' if root else ENV_VAR} "
+            "at a readable copy"
+        ) from err
+
+
+def _load(name: str, tried: list[Path], explicit: bool) -> Dataset:
+    """``load`` from the folders ``tried`` (``explicit``: given as data_dir, which the advice names)."""
+    import torchvision.datasets
+
     cls_name, mean, std = DATASETS[name]
     cls = getattr(torchvision.datasets, cls_name)
-    tried = data_dirs(root)
     where = next((d for d in tried if _present(cls, d)), tried[0]).resolve()
     if (name, where) in _CACHE:
         return _CACHE[(name, where)]
     check_raw_files(cls_name, where)
+    check_checksums(where / cls_name)
     created = _outermost_missing(where / cls_name)
     try:
         train, test = (cls(str(where), train=t, download=True) for t in (True, False))
+    except PermissionError:
+        raise
     except (RuntimeError, OSError) as err:  # torchvision raises RuntimeError when every mirror fails
         if created is not None:  # leave no empty folders behind a failed download
             shutil.rmtree(created, ignore_errors=True)
-        advice = (f"point data_dir (--data-dir) at a folder holding {cls_name}/raw/" if root is not None else
+        advice = (f"point data_dir (--data-dir) at a folder holding {cls_name}/raw/" if explicit else
                   f"set {ENV_VAR} to a folder holding {cls_name}/raw/, e.g. export {ENV_VAR}=../shared/data")
         reason = " ".join(str(err).split())[:300]
         raise DataNotFoundError(

@@ -82,7 +82,7 @@ def check(config: RunConfig, kind: str, store: RunStore) -> None:
     resolve_device(config.device)
     try:
         data = datasets.load(config.dataset, config.data_dir)
-    except (datasets.DataNotFoundError, datasets.DataDamagedError) as err:
+    except (datasets.DataNotFoundError, datasets.DataDamagedError, datasets.DataUnreadableError) as err:
         raise ConfigError(f"data_dir must hold the {config.dataset} dataset: {err}", param="data_dir") from err
     if kind != "centralized":
         allocate(config, data.train_y)

@@ -131,6 +131,23 @@ def test_a_damaged_data_file_exits_2_naming_it(tmp_path, capsys, mnist, no_train
     assert str(raw / "train-images-idx3-ubyte") in err and "expected 47,040,016" in err
 
 
+def test_unreadable_data_exits_2_naming_it(monkeypatch, tmp_path, capsys, no_training):
+    """Issue 22, item 13: a data folder that cannot be read (chmod 000; mimicked, as root reads anything)."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    stat = Path.stat
+
+    def refused(self, *args, **kwargs):
+        if raw in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refused)
+    err = _fails(capsys, ["run", "--data-dir", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs")])
+    assert err.startswith("python -m fedcore run: error: --data-dir must hold the mnist dataset: ")
+    assert str(raw) in err and "Permission denied" in err
+
+
 def test_an_unwritable_runs_folder_or_a_folder_as_out_exit_2_before_training(tmp_path, capsys, mnist, no_training):
     (tmp_path / "file").write_text("")
     err = _fails(capsys, ["run", "--runs-dir", str(tmp_path / "file" / "runs")])

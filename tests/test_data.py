@@ -1,3 +1,6 @@
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -97,3 +100,57 @@ def test_holdout_sets_apart_the_same_training_images_for_every_run(toy):
     assert torch.equal(rest.test_x, toy.test_x)  # the test set is untouched
     with pytest.raises(ConfigError, match=r"validation must be in \[1, 599\]"):
         holdout(toy, 600)
+
+
+def _copy_with_checksums(tmp_path: Path) -> Path:
+    """A data folder in ``tmp_path`` holding MNIST/raw/ (links to the real files, the training labels a copy) and
+    the real MNIST/SHA256SUMS beside raw/; the copied labels file."""
+    source = next(d for d in data.data_dirs() if (d / "MNIST" / "SHA256SUMS").exists()) / "MNIST"
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in data.RAW_SIZES:
+        (raw / name).symlink_to(source / "raw" / name)
+    (raw / "train-labels-idx1-ubyte").unlink()
+    shutil.copyfile(source / "raw" / "train-labels-idx1-ubyte", raw / "train-labels-idx1-ubyte")
+    shutil.copyfile(source / "SHA256SUMS", tmp_path / "MNIST" / "SHA256SUMS")
+    return raw / "train-labels-idx1-ubyte"
+
+
+def test_a_file_unlike_its_checksum_is_named_and_never_trained_on(tmp_path):
+    """Issue 22, item 15: a training label changed to 200 (same size) loaded silently under the clean data's key."""
+    labels = _copy_with_checksums(tmp_path)
+    damaged = bytearray(labels.read_bytes())
+    damaged[8 + 123] = 200  # after the 8-byte header: the 124th training label
+    labels.write_bytes(bytes(damaged))
+    with pytest.raises(data.DataDamagedError) as err:
+        data.load("mnist", tmp_path)
+    assert str(labels) in str(err.value) and "SHA-256" in str(err.value)
+
+
+def test_checksums_are_checked_once_per_file_per_process(tmp_path, mnist):
+    _copy_with_checksums(tmp_path / "a")
+    _copy_with_checksums(tmp_path / "b")
+    data._sha256.cache_clear()
+    assert torch.equal(data.load("mnist", tmp_path / "a").train_y, mnist.train_y)
+    assert data._sha256.cache_info().misses == 4  # the four raw files, hashed
+    data._CACHE.clear()
+    data.load("mnist", tmp_path / "b")  # the three linked files are the same files: not hashed again
+    assert data._sha256.cache_info().misses == 5
+
+
+def test_an_unreadable_data_folder_is_named(monkeypatch, tmp_path):
+    """Issue 22, item 13: data/MNIST/raw with mode 000 gave a PermissionError traceback. The test runs as root on
+    CI, where chmod stops nothing: the folder's files refuse to be looked at, as they do for other users."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    stat = Path.stat
+
+    def refused(self, *args, **kwargs):
+        if raw in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refused)
+    with pytest.raises(data.DataUnreadableError) as err:
+        data.load("mnist", tmp_path)
+    assert str(raw) in str(err.value) and "Permission denied" in str(err.value) and "--data-dir" in str(err.value)
