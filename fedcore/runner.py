@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fedcore import data as datasets
+from fedcore import limits
 from fedcore.config import ConfigError, RunConfig
 from fedcore.engine import (
     TrainingDiverged,
@@ -74,18 +75,19 @@ def train(config: RunConfig, kind: str, progress: bool, start: RunResult | None 
 
 def check(config: RunConfig, kind: str, store: RunStore) -> None:
     """Check, before any training, what would otherwise fail during it: the store's folder is writable and
-    has room for the run, the device exists, the data load (whole files) and the allocation gives every
-    worker data. Raises ConfigError naming the parameter (``runs_dir``, ``device``, ``data_dir``, ``workers``, ...)."""
+    has room for the run, the device exists, the data load (whole files), the allocation gives every
+    worker data and the machine has the memory and open files the run needs (fedcore.limits). Raises
+    ConfigError naming the parameter (``runs_dir``, ``device``, ``data_dir``, ``workers``, ``local_steps``, ...)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     store.check_writable()
-    resolve_device(config.device)
+    device = resolve_device(config.device)
     try:
         data = datasets.load(config.dataset, config.data_dir)
     except (datasets.DataNotFoundError, datasets.DataDamagedError, datasets.DataUnreadableError) as err:
         raise ConfigError(f"data_dir must hold the {config.dataset} dataset: {err}", param="data_dir") from err
-    if kind != "centralized":
-        allocate(config, data.train_y)
+    largest = len(data.train_y) if kind == "centralized" else max(len(s) for s in allocate(config, data.train_y)[1])
+    limits.check(config, kind, device, largest, len(data.train_y), len(data.test_y))
     store.check_room([(config, kind)])
 
 

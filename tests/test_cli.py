@@ -89,6 +89,26 @@ def test_failures_found_after_validation_now_exit_2_before_training(tmp_path, ca
     assert not list((tmp_path / "runs").glob("*.json"))
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--local-steps", "100000000"], "--local-steps must be at most "),
+        (["--batch-size", "full", "--local-steps", "20000"], "--local-steps must be at most "),
+        (["--workers", "15000", "--allocation", "uniform", "--processes", "2"], "--workers must be at most 326 with 2"),
+    ],
+)
+def test_runs_beyond_the_machines_memory_or_open_files_exit_2_before_training(monkeypatch, tmp_path, capsys, mnist,
+                                                                             no_training, argv, expected):
+    """Issue 22, item 11: these ran out of memory or open files part-way; here on a machine with 8 GB and
+    ulimit -n 1024."""
+    from fedcore import limits
+
+    monkeypatch.setattr(limits, "machine_memory", lambda device: 8 * 10**9)
+    monkeypatch.setattr(limits.resource, "getrlimit", lambda which: (1024, 4096))
+    err = _fails(capsys, ["run", *argv, "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+    assert expected in err and not (tmp_path / "runs").exists()
+
+
 def test_too_many_workers_are_counted_not_listed(tmp_path, capsys, mnist, no_training):
     err = _fails(capsys, ["run", "--workers", "100000", "--runs-dir", str(tmp_path)])
     assert "of 100000 workers without any" in err and len(err) < 400
