@@ -77,3 +77,17 @@ def test_workers_beyond_the_open_file_limit_are_refused_with_worker_processes(mo
     assert "ulimit -n" in str(err.value) and "--processes 1" in str(err.value)
     limits.check(RunConfig(workers=85, allocation="uniform"), "federated", CPU, 706, 60_000, 10_000)
     limits.check(RunConfig(workers=95, allocation="uniform", processes=1), "federated", CPU, 632, 60_000, 10_000)
+
+
+def test_machine_memory_is_the_lowest_limit(monkeypatch, tmp_path):
+    physical = limits.machine_memory(CPU)
+    assert physical > GB
+    cgroup = tmp_path / "memory.max"
+    monkeypatch.setattr(limits, "CGROUP_MEMORY", cgroup)
+    cgroup.write_text("max\n")  # no container limit
+    assert limits.machine_memory(CPU) == physical
+    cgroup.write_text("1000000\n")
+    assert limits.machine_memory(CPU) == 1_000_000
+    cgroup.unlink()
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: type("P", (), {"total_memory": 5})())
+    assert limits.machine_memory(torch.device("cuda")) == 5  # the GPU's, lower
