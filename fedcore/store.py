@@ -98,7 +98,11 @@ def check_free(path: Path, needed: int, param: str) -> None:
 
 
 def _size(n: int) -> str:
-    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+    """``n`` bytes in the largest unit (GB, MB, KB) of which there is at least one, else in bytes."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,} bytes"
 
 
 def expected_bytes(config: RunConfig, kind: str = "federated") -> int:

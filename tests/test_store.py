@@ -180,7 +180,7 @@ def test_a_run_is_refused_before_training_without_room_and_a_failed_write_names_
 
     with monkeypatch.context() as patch:
         patch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 100, 100))
-        with pytest.raises(ConfigError, match=r"runs_dir must have room .* MB needed, 0.0 MB free"):
+        with pytest.raises(ConfigError, match=r"runs_dir must have room .* KB needed, 100 bytes free"):
             run(CONFIG, store=RunStore(tmp_path / "runs"), progress=False)
     assert trained == [] and not (tmp_path / "runs").exists()
     monkeypatch.setattr("fedcore.store.os.replace", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
@@ -213,3 +213,18 @@ def test_a_longer_run_continues_a_stored_shorter_one_from_its_checkpoint(toy, tm
     assert continued.workers == whole.workers
     store.checkpoint_path(short.key).write_bytes(b"damaged")
     assert store.shorter(config, 2) is None  # a damaged checkpoint: trained from the start instead
+
+
+
+@pytest.mark.parametrize(("needed", "free", "shown"), [
+    (49_500, 28_000, "about 49.5 KB needed, 28.0 KB free"), (2_000, 999, "about 2.0 KB needed, 999 bytes free"),
+    (3_500_000, 0, "about 3.5 MB needed, 0 bytes free"), (2 * 10**12, 10**9, "about 2,000.0 GB needed, 1.0 GB free"),
+])
+def test_a_full_disk_shows_the_sizes_in_a_unit_that_shows_them(monkeypatch, tmp_path, needed, free, shown):
+    import shutil
+
+    from fedcore.store import check_free
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**13, 10**13 - free, free))
+    with pytest.raises(ConfigError, match=rf"runs_dir must have room for what will be written there: {shown}; got"):
+        check_free(tmp_path, needed, "runs_dir")
