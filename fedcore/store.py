@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import stat
 import tempfile
@@ -31,7 +32,13 @@ from fedcore.results import Checkpoint, RunResult
 REPO_RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
 ENV_VAR = "FEDCORE_RUNS_DIR"
 FILE_MODE = 0o644  # results are readable by everyone
-TEMP_SUFFIX = ".tmp"
+TEMP_PREFIX, TEMP_SUFFIX = ".fedcore-tmp.", ".tmp"  # write_atomic writes PREFIX + name + .RANDOM + SUFFIX first
+RUN_SUFFIX, CHECKPOINT_SUFFIX = ".json", ".checkpoint.pt"  # a run's file is its key + RUN_SUFFIX
+# The temporary names of the store's own files (a key, 16 hex digits, and a suffix): the only files that
+# RunStore.remove_stale_temporaries removes.
+STORE_TEMPORARY = re.compile(
+    rf"{re.escape(TEMP_PREFIX)}[0-9a-f]{{16}}({re.escape(RUN_SUFFIX)}|{re.escape(CHECKPOINT_SUFFIX)})"
+    rf"\.[a-z0-9_]+{re.escape(TEMP_SUFFIX)}")
 READ_LIMIT = 4  # a stored run larger than this many times its expected size is damaged (see expected_bytes)
 log = logging.getLogger(__name__)
 
@@ -49,7 +56,7 @@ def write_atomic(path: Path, text: str | bytes) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX)
         with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
@@ -80,7 +87,7 @@ def check_writable(path: Path, param: str, folder: bool) -> None:
     try:
         if not existing.is_dir():
             raise NotADirectoryError(f"{existing} is a file")
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-check.", suffix=TEMP_SUFFIX)
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=f"{TEMP_PREFIX}write-check.", suffix=TEMP_SUFFIX)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
@@ -180,10 +187,10 @@ class RunStore:
         self._warned: set[Path] = set()
 
     def path(self, key: str) -> Path:
-        return self.root / f"{key}.json"
+        return self.root / f"{key}{RUN_SUFFIX}"
 
     def checkpoint_path(self, key: str) -> Path:
-        return self.root / f"{key}.checkpoint.pt"
+        return self.root / f"{key}{CHECKPOINT_SUFFIX}"
 
     def check_writable(self) -> None:
         """Raise ConfigError (param ``runs_dir``) unless runs can be written into the store's folder."""
@@ -248,15 +255,17 @@ class RunStore:
         return result
 
     def remove_stale_temporaries(self, before: float) -> list[Path]:
-        """Delete temporary files last written before ``before`` (a time.time() value), e.g. the start of
-        a run just trained: a write in progress takes far less than a run, so such files were left by a
-        writer killed midway. Returns the files removed."""
+        """Delete the temporary files of the store's own writes (named as STORE_TEMPORARY: nothing else, and
+        only regular files, not links) last written before ``before`` (a time.time() value), e.g. the start of a
+        run just trained: a write in progress takes far less than a run, so such files were left by a writer
+        killed midway. Returns the files removed; one that cannot be removed is left."""
         stale = []
-        for tmp in self.root.glob(f".*{TEMP_SUFFIX}"):
+        for tmp in self.root.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
             try:
-                if tmp.stat().st_mtime < before:
+                info = tmp.lstat()
+                if STORE_TEMPORARY.fullmatch(tmp.name) and stat.S_ISREG(info.st_mode) and info.st_mtime < before:
                     tmp.unlink()
                     stale.append(tmp)
-            except FileNotFoundError:  # another process removed or renamed it meanwhile
+            except OSError:  # removed or renamed by another process meanwhile, or not ours to remove
                 continue
         return stale

@@ -104,15 +104,47 @@ def test_worker_scoring_does_not_change_what_is_trained(toy):
     assert [r["test_loss"] for r in plain.rounds] == [r["test_loss"] for r in scored.rounds]
 
 
+def _age(path, seconds):
+    os.utime(path, (time.time() - seconds, time.time() - seconds), follow_symlinks=False)
+
+
 def test_leftover_temporary_files_older_than_a_run_are_removed(tmp_path, toy, trained):
     store = RunStore(tmp_path)
-    old, live = tmp_path / ".abc.json.x1.tmp", tmp_path / ".def.json.x2.tmp"
-    old.write_text("{")
-    live.write_text("{")
-    os.utime(old, (time.time() - 3600, time.time() - 3600))
-    os.utime(live, (time.time() + 3600, time.time() + 3600))  # as if still being written
+    old = tmp_path / ".fedcore-tmp.0123456789abcdef.json.x1_ab.tmp"
+    checkpoint = tmp_path / ".fedcore-tmp.0123456789abcdef.checkpoint.pt.k3s.tmp"
+    live = tmp_path / ".fedcore-tmp.fedcba9876543210.json.x2.tmp"
+    for path in (old, live, checkpoint):
+        path.write_text("{")
+    _age(old, 3600)
+    _age(checkpoint, 3600)
+    _age(live, -3600)  # as if still being written
     run(CONFIG, store=store, progress=False)
-    assert not old.exists() and live.exists()
+    assert not old.exists() and not checkpoint.exists() and live.exists()
+
+
+def test_the_cleanup_leaves_a_users_files_and_links_alone(tmp_path, toy, trained):
+    """Hidden .tmp files the store did not name, and a link named like its temporaries (and what it points to),
+    stay (issue 22, item 5)."""
+    notes, other = tmp_path / ".my-notes.tmp", tmp_path / ".fedcore-tmp.notes.json.abc.tmp"
+    link, target = tmp_path / ".fedcore-tmp.0123456789abcdef.json.link.tmp", tmp_path / "kept" / "data.txt"
+    target.parent.mkdir()
+    for path in (notes, other, target):
+        path.write_text("mine")
+    link.symlink_to(target)
+    for path in (notes, other, link, target):
+        _age(path, 3600)
+    run(CONFIG, store=RunStore(tmp_path), progress=False)
+    assert notes.read_text() == other.read_text() == target.read_text() == "mine" and link.is_symlink()
+
+
+def test_a_folder_named_like_a_temporary_file_is_left_alone(tmp_path, toy, trained):
+    """The cleanup skips what is not a regular file, and the run ends normally (issue 22, item 9)."""
+    folders = [tmp_path / ".x.tmp", tmp_path / ".fedcore-tmp.0123456789abcdef.json.folder.tmp"]
+    for folder in folders:
+        folder.mkdir()
+        _age(folder, 3600)
+    assert run(CONFIG, store=RunStore(tmp_path), progress=False).key == CONFIG.key()
+    assert all(folder.is_dir() for folder in folders)
 
 
 def test_a_runs_folder_that_is_a_file_is_refused_before_training(tmp_path, toy, trained):
