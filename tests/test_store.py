@@ -47,11 +47,20 @@ def _damaged(toy, case: str) -> str:
         "wrong key": lambda: json.dumps({**good, "key": "0123456789abcdef"}),
         "another config (20 workers)": lambda: json.dumps(_whole_run(toy, CONFIG.replace(workers=20))),
         "not UTF-8": lambda: "\udcff",
+        "last round lacks test_accuracy": lambda: json.dumps(
+            {**good, "rounds": [*good["rounds"][:-1], {k: v for k, v in good["rounds"][-1].items()
+                                                         if k != "test_accuracy"}]}),
+        "test_accuracy a string": lambda: json.dumps(
+            {**good, "rounds": [*good["rounds"][:-1], {**good["rounds"][-1], "test_accuracy": "0.9"}]}),
+        "samples a float": lambda: json.dumps({**good, "rounds": [{**row, "samples": 1.5} for row in good["rounds"]]}),
+        "test_loss NaN": lambda: json.dumps({**good, "rounds": [*good["rounds"][:-1],
+                                                               {**good["rounds"][-1], "test_loss": float("nan")}]}),
     }[case]()
 
 
 CASES = ["truncated", "empty", "not a run", "a list", "no rounds", "rounds cut short", "wrong key",
-         "another config (20 workers)", "not UTF-8"]
+         "another config (20 workers)", "not UTF-8", "last round lacks test_accuracy", "test_accuracy a string",
+         "samples a float", "test_loss NaN"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -260,3 +269,52 @@ def test_a_full_disk_shows_the_sizes_in_a_unit_that_shows_them(monkeypatch, tmp_
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**13, 10**13 - free, free))
     with pytest.raises(ConfigError, match=rf"runs_dir must have room for what will be written there: {shown}; got"):
         check_free(tmp_path, needed, "runs_dir")
+
+
+def _resumable(toy, tmp_path, monkeypatch):
+    """A store with a 2-round run (and its checkpoint) of a 4-round config to continue, training on the toy set;
+    the list records the run each training continued (None: from the start)."""
+    from fedcore import runner
+
+    monkeypatch.setattr(runner.datasets, "load", lambda *a, **k: toy)
+    store = RunStore(tmp_path)
+    config = RunConfig(bias=0.8, rounds=4, local_epochs=None, local_steps=3, strategy="fedadam", server_lr=0.01,
+                       device="cpu", processes=1)
+    run(config.replace(rounds=2), store=store, progress=False, keep_checkpoint=True)
+    starts = []
+    monkeypatch.setitem(runner.KINDS, "federated", lambda c, progress, resume=None: starts.append(resume)
+                        or run_federated(c, progress, resume=resume))
+    return store, config, starts
+
+
+def _without_seconds(result):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in result.rounds]
+
+
+@pytest.mark.parametrize("case", ["another model", "another seed", "parameters not a tensor", "no key",
+                                  "not a checkpoint"])
+def test_a_checkpoint_that_is_not_the_runs_is_named_and_the_run_trains_from_the_start(
+        toy, tmp_path, monkeypatch, caplog, case):
+    """Issue 22, item 8: a foreign checkpoint (another model's shape, another seed's of the same shape), parameters
+    that are no tensor, or no checkpoint at all: a warning naming the file, training from the start."""
+    import torch
+
+    store, config, starts = _resumable(toy, tmp_path, monkeypatch)
+    path = store.checkpoint_path(config.replace(rounds=2).key())
+    if case in ("another model", "another seed"):
+        other = config.replace(rounds=2, **({"model": "logistic"} if case == "another model" else {"seed": 1}))
+        run(other, store=store, progress=False, keep_checkpoint=True)
+        path.write_bytes(store.checkpoint_path(other.key()).read_bytes())
+    elif case == "not a checkpoint":
+        torch.save([1, 2, 3], path)
+    else:
+        saved = torch.load(path, weights_only=True)
+        if case == "no key":
+            saved.pop("key", None)
+        else:
+            saved["params"] = saved["params"].tolist()
+        torch.save(saved, path)
+    with caplog.at_level(logging.WARNING, logger="fedcore.store"):
+        continued = run(config, store=store, progress=False, resume_from=2)
+    assert starts[-1] is None and str(path) in caplog.text and "training from the start" in caplog.text
+    assert _without_seconds(continued) == _without_seconds(run_federated(config, progress=False, data=toy))
