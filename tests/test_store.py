@@ -318,3 +318,27 @@ def test_a_checkpoint_that_is_not_the_runs_is_named_and_the_run_trains_from_the_
         continued = run(config, store=store, progress=False, resume_from=2)
     assert starts[-1] is None and str(path) in caplog.text and "training from the start" in caplog.text
     assert _without_seconds(continued) == _without_seconds(run_federated(config, progress=False, data=toy))
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["run", "run_many"])
+def test_a_run_continues_a_stored_shorter_run_scored_on_more_images(toy, tmp_path, monkeypatch, many):
+    """Issue 22, item 2: the store serves the 2-round run scored on 50 images for the request for 20, and the
+    longer run continues it; it records its own eval_workers (the new rounds are scored on 20 images, the
+    resumed ones on 50), so a request for 30 trains again (continuing the 2-round run)."""
+    from fedcore.runner import run_many
+
+    store, config, starts = _resumable(toy, tmp_path, monkeypatch)
+    config = config.replace(eval_workers=20)
+    short = run(config.replace(rounds=2, eval_workers=50), store=store, progress=False, force=True,
+                keep_checkpoint=True)
+    ask = {"store": store, "progress": False, "resume_from": 2}
+    continued = run_many([(config, "federated")], **ask)[0] if many else run(config, **ask)
+    assert starts[-1] is not None and starts[-1].config["eval_workers"] == 50
+    whole = run_federated(config, progress=False, data=toy)
+    assert _without_seconds(continued) == _without_seconds(whole) and continued.config == whole.config
+    resumed = len(short.workers)
+    assert continued.workers[:resumed] == short.workers and continued.workers[resumed:] == whole.workers[resumed:]
+    assert json.loads(store.path(config.key()).read_text())["config"]["eval_workers"] == 20
+    trained = len(starts)
+    more = run(config.replace(eval_workers=30), **ask)  # not the 4-round run: it continues the 2-round one again
+    assert len(starts) == trained + 1 and starts[-1] is not None and more.config["eval_workers"] == 30
