@@ -53,7 +53,7 @@ def run(
     store = store or RunStore()
     result = None if force else store.get(config, kind)
     if result is None:
-        check(config, kind, store)
+        check(config, kind, store, force=True)
         started = time.time()
         result = train(config, kind, progress, store.shorter(config, resume_from) if resume_from else None)
         store.put(result, checkpoint=keep_checkpoint)
@@ -72,12 +72,15 @@ def train(config: RunConfig, kind: str, progress: bool, start: RunResult | None 
         return err.result
 
 
-def check(config: RunConfig, kind: str, store: RunStore) -> None:
+def check(config: RunConfig, kind: str, store: RunStore, force: bool = False) -> None:
     """Check, before any training, what would otherwise fail during it: the store's folder is writable and
     has room for the run, the device exists, the data load (whole files) and the allocation gives every
-    worker data. Raises ConfigError naming the parameter (``runs_dir``, ``device``, ``data_dir``, ``workers``, ...)."""
+    worker data. Raises ConfigError naming the parameter (``runs_dir``, ``device``, ``data_dir``, ``workers``, ...).
+    A run the store holds needs none of it (a read-only store serves it), unless ``force`` trains it again."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    if not force and store.get(config, kind) is not None:
+        return
     store.check_writable()
     resolve_device(config.device)
     try:

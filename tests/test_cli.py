@@ -168,6 +168,36 @@ def test_force_retrains(tmp_path, monkeypatch, toy):
     assert main([*argv, "--force"]) == 0 and len(calls) == 2
 
 
+def test_a_read_only_store_serves_the_runs_it_holds_and_refuses_only_training(tmp_path, monkeypatch, capsys, toy):
+    """Issue 22, item 15: reading needs no write; a run to train (missing, or --force) is refused in one line."""
+    import errno
+    import tempfile
+
+    from fedcore.engine import run_federated
+
+    calls = []
+    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": lambda c, progress: calls.append(c) or
+                                                 run_federated(c, progress=False, data=toy)})
+    runs = tmp_path / "runs"
+    argv = ["run", "--rounds", "1", "--local-steps", "2", "--runs-dir", str(runs), "--no-progress"]
+    sweep = ["sweep", "--grid", "seed=0", "--set", "rounds=1", "--set", "local_steps=2", "--processes", "1",
+             "--runs-dir", str(runs), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 0 and len(calls) == 1
+    mkstemp = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if Path(dir) == runs:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert main(argv) == 0 and main(sweep) == 0 and len(calls) == 1
+    assert "stored at" in capsys.readouterr().out and (tmp_path / "out" / "runs.csv").is_file()
+    for more in (["--force"], ["--seed", "1"]):
+        assert "--runs-dir must be a writable folder" in _fails(capsys, [*argv, *more])
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("damage", [lambda row: row.pop("test_accuracy"), lambda row: row.update(test_loss="0.3")],
                          ids=["no test_accuracy", "test_loss a string"])
 def test_a_stored_run_with_a_damaged_last_round_is_trained_again(tmp_path, monkeypatch, capsys, toy, damage):
