@@ -53,7 +53,7 @@ def run(
     store = store or RunStore()
     result = None if force else store.get(config, kind)
     if result is None:
-        check(config, kind, store, force=True)
+        check(config, kind, store, force=True)  # the store holds no such run (or force): it trains
         started = time.time()
         result = train(config, kind, progress, store.shorter(config, resume_from) if resume_from else None)
         store.put(result, checkpoint=keep_checkpoint)
@@ -160,7 +160,7 @@ def completed(
     store.check_writable()
     if address is None:  # a cluster's workers hold the data; here, check each run before any trains
         for i in missing:
-            check(*jobs[i], store)
+            check(*jobs[i], store, force=True)  # missing: it trains
     store.check_room([jobs[i] for i in missing])
     threads = max(jobs[i][0].threads for i in missing)  # one pool task per core's worth of threads
     pool_size = processes or max(1, (os.cpu_count() or 1) // threads)

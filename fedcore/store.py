@@ -1,12 +1,12 @@
 """The run store: finished runs as JSON files keyed by the hash of what decides them (``RunConfig.key``).
 
-Asking for a stored run returns it without training, after checking that the file holds a whole run
-of that configuration: a file that does not (cut short, malformed, a round without a column callers read or
-with another type there, another run's, larger than any run of it, or no regular file: a FIFO, a device) is
-named in a warning and treated as missing, so the run is trained again and the file replaced; a folder in its
-place is refused before training. A checkpoint records its run's key: one that is not the run's (another
-seed's or model's, unreadable, malformed) is named in a warning and the longer run trains from the start.
-Files are written to a temporary name (TEMP_PREFIX ...) and renamed into place (mode 0644), so a run killed
+Asking for a stored run returns it without training, after checking that the file holds a whole run of that
+configuration: a file that does not (cut short, malformed, a round without a column callers read or with
+another type there, another run's, larger than any run of it, or no regular file: a FIFO, a device) is named
+in a warning and treated as missing, so the run is trained again and the file replaced; a folder in its place
+is refused before training. A checkpoint records its run's key: one that is not the run's (another seed's or
+model's, unreadable, malformed) is named in a warning and the longer run trains from the start. Files are
+written to a temporary name (.fedcore-tmp.NAME.RANDOM.tmp) and renamed into place (mode 0644), so a run killed
 midway leaves nothing half-written; the store's own temporary files such a kill leaves behind are removed
 after the next run trains, and nothing else. Before training, the free space is checked against the runs'
 expected size; a write that fails all the same is a WriteError naming the file.
