@@ -150,7 +150,7 @@ def run_command(args: argparse.Namespace) -> int:
         config = config_from(args)
         if args.out is not None:
             check_writable(args.out, "out", folder=False)
-        check(config, args.kind, store)
+        check(config, args.kind, store, force=args.force)
     except ConfigError as err:
         args.command_parser.error(option_error(err))
     try:

@@ -17,12 +17,13 @@ from tqdm import tqdm
 from fedcore import data as datasets
 from fedcore import parallel
 from fedcore.allocation import Allocation, partitioner_for
-from fedcore.config import ConfigError, RunConfig
+from fedcore.config import DETAIL_FIELDS, ConfigError, RunConfig
 from fedcore.local import Shard, configure_torch, generator
 from fedcore.losses import LocalLoss
 from fedcore.metrics import confusion, evaluate, update_geometry
 from fedcore.models import build
 from fedcore.results import Checkpoint, RunResult
+from fedcore.store import detailed_enough
 from fedcore.strategies import Strategy, Update, strategy_for
 from fedcore.training import SGD, FlatModel, Stack, batch_stream, steps_for
 
@@ -115,7 +116,9 @@ def run_federated(
     after each round with the round, the new global parameters and the workers' updates; ``lockstep=False``
     trains each round's workers one after another (fedcore.local's test oracle). ``resume``, a stored run of the
     same experiment with fewer rounds and its checkpoint, is continued instead of starting again: the result is
-    the one training from the start gives, bit for bit. The result keeps its final checkpoint in memory.
+    the one training from the start gives, bit for bit, but for the worker scores of the resumed rounds where
+    ``resume`` scored them on more images (``eval_workers``, a detail: see ``_continue``). The result keeps its
+    final checkpoint in memory.
     """
     data, validation, model = _setup(config, data)
     alloc, worker_idx = allocate(config, data.train_y.cpu())
@@ -171,14 +174,20 @@ def _continue(
     device: torch.device,
 ) -> tuple[int, int]:
     """Take over a stored shorter run of ``config``'s experiment: its tables, its strategy state (on ``device``)
-    and the workers chosen so far; the rounds done and the samples seen."""
+    and the workers chosen so far; the rounds done and the samples seen. The stored run may record more detail
+    (DETAIL_FIELDS) than ``config`` asks, not less: the result records ``config``'s, which all its rounds have
+    (the new rounds' workers are scored on ``config.eval_workers`` test images, the resumed ones' on at least
+    as many), as the store serves a run scored on more images for a request for fewer."""
     done = int(stored.config.get("rounds", -1))
-    same = {k: v for k, v in stored.config.items() if k not in ("rounds", "device")} == {
-        k: v for k, v in config.experiment().items() if k != "rounds"}
-    if stored.kind != "federated" or not same or stored.checkpoint is None or stored.diverged \
-            or not 0 < done < config.rounds or len(stored.rounds) != done + 1:
+    ignored = ("rounds", "device", *DETAIL_FIELDS)
+    same = {k: v for k, v in stored.config.items() if k not in ignored} == {
+        k: v for k, v in config.experiment().items() if k not in ignored}
+    if stored.kind != "federated" or not same or not detailed_enough(stored, config, "federated") \
+            or stored.checkpoint is None or stored.diverged or not 0 < done < config.rounds \
+            or len(stored.rounds) != done + 1:
         raise ValueError(f"resume must be a whole federated run of this experiment with fewer than {config.rounds} "
-                         f"rounds and its checkpoint; got a {stored.kind} run of {done} rounds")
+                         f"rounds, scored on at least as many images, and its checkpoint; got a {stored.kind} run "
+                         f"of {done} rounds")
     result.rounds, result.classes, result.workers = (list(stored.rounds), list(stored.classes),
                                                      list(stored.workers))
     strategy.load_state(_moved(stored.checkpoint.server, device))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import platform
+import reprlib
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
@@ -83,7 +85,8 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, d: object) -> RunResult:
-        """The run a dict (as ``to_dict`` writes it) describes; ValueError naming what is missing or malformed."""
+        """The run a dict (as ``to_dict`` writes it) describes; ValueError naming what is missing or malformed,
+        down to the columns of each row of ``rounds`` that callers read (ROUND_COLUMNS)."""
         if not isinstance(d, dict):
             raise ValueError(f"a run is a JSON object; got {type(d).__name__}")
         unknown, missing = set(d) - set(_FIELD_TYPES), {"kind", "key", "config"} - set(d)
@@ -92,8 +95,13 @@ class RunResult:
         for name, kind in _FIELD_TYPES.items():
             if name in d and not isinstance(d[name], kind):
                 raise ValueError(f"field {name!r} must be of type {kind}; got {type(d[name]).__name__}")
-        if not all(isinstance(row, dict) and "round" in row for row in d.get("rounds", [])):
-            raise ValueError("every row of 'rounds' must be an object with a 'round'")
+        columns = ROUND_COLUMNS.get(d["kind"], {"round": int})
+        if d["config"].get("validation") and d["kind"] != "divergence":
+            columns = {**columns, **VALIDATION_COLUMNS}
+        for i, row in enumerate(d.get("rounds", [])):
+            why = _malformed(row, columns)
+            if why is not None:
+                raise ValueError(f"row {i} of 'rounds' {why}")
         return cls(**d)
 
 
@@ -102,3 +110,28 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "kind": str, "key": str, "config": dict, "versions": dict, "rounds": list, "classes": list,
     "workers": list, "allocation": list, "confusion": list, "diverged": (str, type(None)),
 }
+
+# The columns of each kind's 'rounds' table that callers read, by JSON type (float: any finite number); with
+# held-out images (config 'validation'), federated and centralized runs have VALIDATION_COLUMNS too.
+_SCORED = {"round": int, "test_loss": float, "test_accuracy": float, "lr": float, "samples": int, "seconds": float,
+           "predicted": list, "output_bias": list}
+ROUND_COLUMNS: dict[str, dict[str, type]] = {
+    "federated": _SCORED, "centralized": _SCORED,
+    "divergence": {"round": int, "divergence": float, "federated_accuracy": float, "centralized_accuracy": float},
+}
+VALIDATION_COLUMNS: dict[str, type] = {"val_loss": float, "val_accuracy": float}
+_TYPE_NAMES = {int: "an integer", float: "a finite number", list: "a list"}
+
+
+def _malformed(row: object, columns: dict[str, type]) -> str | None:
+    """Why a row of a run's 'rounds' table lacks one of ``columns`` or holds another type there (None: it is whole)."""
+    if not isinstance(row, dict):
+        return f"is not an object but {type(row).__name__}"
+    for name, kind in columns.items():
+        if name not in row:
+            return f"lacks {name!r}"
+        value = row[name]
+        number = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+        if isinstance(value, bool) or not (number if kind is float else isinstance(value, kind)):
+            return f"holds {name}={reprlib.repr(value)}, not {_TYPE_NAMES[kind]}"
+    return None

@@ -1,13 +1,15 @@
 """The run store: finished runs as JSON files keyed by the hash of what decides them (``RunConfig.key``).
 
-Asking for a stored run returns it without training, after checking that the file holds a whole run
-of that configuration: a file that does not (cut short, malformed, another run's, larger than any run of
-it, or no regular file: a FIFO, a device) is named in a warning and treated as missing, so the run is
-trained again and the file replaced; a folder in its place is refused before training. Files are written
-to a temporary name and renamed into place (mode 0644), so a run killed midway leaves nothing
-half-written; temporary files such a kill leaves behind are removed after the next run trains. Before
-training, the free space is checked against the runs' expected size; a write that fails all the same is
-a WriteError naming the file.
+Asking for a stored run returns it without training, after checking that the file holds a whole run of that
+configuration: a file that does not (cut short, malformed, a round without a column callers read or with
+another type there, another run's, larger than any run of it, or no regular file: a FIFO, a device) is named
+in a warning and treated as missing, so the run is trained again and the file replaced; a folder in its place
+is refused before training. A checkpoint records its run's key: one that is not the run's (another seed's or
+model's, unreadable, malformed) is named in a warning and the longer run trains from the start. Files are
+written to a temporary name (.fedcore-tmp.NAME.RANDOM.tmp) and renamed into place (mode 0644), so a run killed
+midway leaves nothing half-written; the store's own temporary files such a kill leaves behind are removed
+after the next run trains, and nothing else. Before training, the free space is checked against the runs'
+expected size; a write that fails all the same is a WriteError naming the file.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import io
 import json
 import logging
 import os
-import pickle
+import re
+import reprlib
 import shutil
 import stat
 import tempfile
@@ -31,7 +34,13 @@ from fedcore.results import Checkpoint, RunResult
 REPO_RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
 ENV_VAR = "FEDCORE_RUNS_DIR"
 FILE_MODE = 0o644  # results are readable by everyone
-TEMP_SUFFIX = ".tmp"
+TEMP_PREFIX, TEMP_SUFFIX = ".fedcore-tmp.", ".tmp"  # write_atomic writes PREFIX + name + .RANDOM + SUFFIX first
+RUN_SUFFIX, CHECKPOINT_SUFFIX = ".json", ".checkpoint.pt"  # a run's file is its key + RUN_SUFFIX
+# The temporary names of the store's own files (a key, 16 hex digits, and a suffix): the only files that
+# RunStore.remove_stale_temporaries removes.
+STORE_TEMPORARY = re.compile(
+    rf"{re.escape(TEMP_PREFIX)}[0-9a-f]{{16}}({re.escape(RUN_SUFFIX)}|{re.escape(CHECKPOINT_SUFFIX)})"
+    rf"\.[a-z0-9_]+{re.escape(TEMP_SUFFIX)}")
 READ_LIMIT = 4  # a stored run larger than this many times its expected size is damaged (see expected_bytes)
 log = logging.getLogger(__name__)
 
@@ -49,7 +58,7 @@ def write_atomic(path: Path, text: str | bytes) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX)
         with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
@@ -80,7 +89,7 @@ def check_writable(path: Path, param: str, folder: bool) -> None:
     try:
         if not existing.is_dir():
             raise NotADirectoryError(f"{existing} is a file")
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-check.", suffix=TEMP_SUFFIX)
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=f"{TEMP_PREFIX}write-check.", suffix=TEMP_SUFFIX)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
@@ -98,7 +107,11 @@ def check_free(path: Path, needed: int, param: str) -> None:
 
 
 def _size(n: int) -> str:
-    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+    """``n`` bytes in the largest unit (GB, MB, KB) of which there is at least one, else in bytes."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,} bytes"
 
 
 def expected_bytes(config: RunConfig, kind: str = "federated") -> int:
@@ -114,19 +127,21 @@ _NOT_FILES = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "
               stat.S_ISSOCK: "a socket"}
 
 
-def _not_a_run(info: os.stat_result, limit: int) -> str | None:
-    """Why a store entry of this status cannot be a stored run, before reading it (None: it may be one)."""
+def _not_a_run(info: os.stat_result, limit: int | None) -> str | None:
+    """Why a store entry of this status cannot be a stored run (or checkpoint), before reading it (None: it may
+    be one)."""
     what = next((name for test, name in _NOT_FILES.items() if test(info.st_mode)), None)
     if what is not None:
         return f"is {what}, not a file"
-    if info.st_size > limit:
+    if limit is not None and info.st_size > limit:
         return f"holds {info.st_size:,} bytes, more than any run of its configuration (at most {limit:,})"
     return None
 
 
-def _read(path: Path, limit: int) -> tuple[bytes | None, str | None]:
-    """(the bytes of the regular file at ``path``, None), (None, why it cannot be a stored run), or (None, None)
-    where nothing is stored (no file, or a folder: RunStore.check_room refuses that before training)."""
+def _read(path: Path, limit: int | None) -> tuple[bytes | None, str | None]:
+    """(the bytes of the regular file at ``path``, None), (None, why it cannot be a stored run: larger than
+    ``limit`` bytes, say), or (None, None) where nothing is stored (no file, or a folder: RunStore.check_room
+    refuses that before training)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting for a writer
     except (FileNotFoundError, NotADirectoryError):  # not stored (or no store: check_writable says so)
@@ -140,7 +155,7 @@ def _read(path: Path, limit: int) -> tuple[bytes | None, str | None]:
         return None, None if stat.S_ISDIR(info.st_mode) else why
     with open(fd, "rb") as f:
         try:
-            return f.read(limit + 1), None
+            return f.read(-1 if limit is None else limit + 1), None
         except OSError as err:
             return None, f"cannot be read ({err.strerror or err})"
 
@@ -162,6 +177,24 @@ def problem(result: RunResult, config: RunConfig, kind: str) -> str | None:
     return None
 
 
+def _checkpoint(data: bytes, key: str) -> tuple[Checkpoint | None, str | None]:
+    """(the checkpoint of the run ``key`` that ``data``, a checkpoint file's bytes, holds, None), or (None, why
+    it holds none: unreadable, not the store's, another run's, parameters that are not a vector of numbers)."""
+    try:
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load fails in many ways on bytes that are not a checkpoint
+        return None, f"cannot be read as a checkpoint ({type(err).__name__}: {reprlib.repr(str(err))})"
+    if not isinstance(saved, dict) or set(saved) != {"key", "params", "server"}:
+        return None, "is not a checkpoint of the run store"
+    if saved["key"] != key:
+        return None, f"holds the checkpoint of another run (key {reprlib.repr(saved['key'])}), not of {key!r}"
+    params = saved["params"]
+    if not isinstance(params, torch.Tensor) or params.dim() != 1 or not params.is_floating_point() \
+            or not isinstance(saved["server"], dict):
+        return None, "holds parameters that are not a vector of numbers, or a server state that is not a mapping"
+    return Checkpoint(params, saved["server"]), None
+
+
 def detailed_enough(result: RunResult, config: RunConfig, kind: str) -> bool:
     """Whether ``result`` records at least the detail (DETAIL_FIELDS, e.g. worker scoring) ``config`` asks for."""
     asked = config.experiment(kind)
@@ -176,10 +209,10 @@ class RunStore:
         self._warned: set[Path] = set()
 
     def path(self, key: str) -> Path:
-        return self.root / f"{key}.json"
+        return self.root / f"{key}{RUN_SUFFIX}"
 
     def checkpoint_path(self, key: str) -> Path:
-        return self.root / f"{key}.checkpoint.pt"
+        return self.root / f"{key}{CHECKPOINT_SUFFIX}"
 
     def check_writable(self) -> None:
         """Raise ConfigError (param ``runs_dir``) unless runs can be written into the store's folder."""
@@ -209,50 +242,60 @@ class RunStore:
             except ValueError as err:  # also JSONDecodeError and UnicodeDecodeError
                 why = f"cannot be read as a run ({type(err).__name__}: {err})"
         if why is not None:
-            if path not in self._warned:
-                log.warning("run store: %s %s; training the run again to replace it", path, why)
-                self._warned.add(path)
+            self._warn(path, why, "training the run again to replace it")
             return None
         return result if detailed_enough(result, config, kind) else None
 
+    def _warn(self, path: Path, why: str, then: str) -> None:
+        """Say in a warning, once per store, that the file at ``path`` is not used, why and what is done instead."""
+        if path not in self._warned:
+            log.warning("run store: %s %s; %s", path, why, then)
+            self._warned.add(path)
+
     def put(self, result: RunResult, checkpoint: bool = False) -> Path:
-        """Write a run (and, with ``checkpoint``, its checkpoint beside it, so that a longer run can continue it)."""
+        """Write a run (and, with ``checkpoint``, its checkpoint beside it, with the run's key, so that a longer run
+        can continue it)."""
         path = self.path(result.key)
         if checkpoint and result.checkpoint is not None:
             buffer = io.BytesIO()
-            torch.save({"params": result.checkpoint.params, "server": result.checkpoint.server}, buffer)
+            torch.save({"key": result.key, "params": result.checkpoint.params, "server": result.checkpoint.server},
+                       buffer)
             write_atomic(self.checkpoint_path(result.key), buffer.getvalue())
         write_atomic(path, json.dumps(result.to_dict()))
         return path
 
     def shorter(self, config: RunConfig, rounds: int) -> RunResult | None:
         """The stored whole (not diverged) federated run of ``config`` with ``rounds`` rounds and its checkpoint,
-        for the run of ``config`` to continue; None where there is none."""
+        for the run of ``config`` to continue; None where there is none. A checkpoint that is not that run's
+        (unreadable, another run's, malformed; see _checkpoint) is named in a warning and not used."""
         if not 0 < rounds < config.rounds:
             return None
         result = self.get(config.replace(rounds=rounds), "federated")
         if result is None or result.diverged:
             return None
-        try:
-            saved = torch.load(self.checkpoint_path(result.key), map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as err:
-            if not isinstance(err, FileNotFoundError):
-                log.warning("run store: %s cannot be read (%s); training from the start",
-                            self.checkpoint_path(result.key), err)
+        path = self.checkpoint_path(result.key)
+        data, why = _read(path, None)
+        if data is None and why is None:
             return None
-        result.checkpoint = Checkpoint(saved["params"], saved["server"])
+        if why is None:
+            result.checkpoint, why = _checkpoint(data, result.key)
+        if why is not None:
+            self._warn(path, why, "training from the start")
+            return None
         return result
 
     def remove_stale_temporaries(self, before: float) -> list[Path]:
-        """Delete temporary files last written before ``before`` (a time.time() value), e.g. the start of
-        a run just trained: a write in progress takes far less than a run, so such files were left by a
-        writer killed midway. Returns the files removed."""
+        """Delete the temporary files of the store's own writes (named as STORE_TEMPORARY: nothing else, and
+        only regular files, not links) last written before ``before`` (a time.time() value), e.g. the start of a
+        run just trained: a write in progress takes far less than a run, so such files were left by a writer
+        killed midway. Returns the files removed; one that cannot be removed is left."""
         stale = []
-        for tmp in self.root.glob(f".*{TEMP_SUFFIX}"):
+        for tmp in self.root.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
             try:
-                if tmp.stat().st_mtime < before:
+                info = tmp.lstat()
+                if STORE_TEMPORARY.fullmatch(tmp.name) and stat.S_ISREG(info.st_mode) and info.st_mtime < before:
                     tmp.unlink()
                     stale.append(tmp)
-            except FileNotFoundError:  # another process removed or renamed it meanwhile
+            except OSError:  # removed or renamed by another process meanwhile, or not ours to remove
                 continue
         return stale

@@ -328,7 +328,6 @@ def main(args: argparse.Namespace) -> int:
             check_address(address)
         check_writable(args.out, "out", folder=True)
         check_free(args.out, table_bytes(runs), "out")
-        store.check_writable()
     except (ConfigError, SchedulerError) as err:
         args.command_parser.error(str(err))
     if len(runs) < len(grid_configs):

@@ -206,6 +206,55 @@ def test_force_retrains(tmp_path, monkeypatch, toy):
     assert main([*argv, "--force"]) == 0 and len(calls) == 2
 
 
+def test_a_read_only_store_serves_the_runs_it_holds_and_refuses_only_training(tmp_path, monkeypatch, capsys, toy):
+    """Issue 22, item 15: reading needs no write; a run to train (missing, or --force) is refused in one line."""
+    import errno
+    import tempfile
+
+    from fedcore.engine import run_federated
+
+    calls = []
+    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": lambda c, progress: calls.append(c) or
+                                                 run_federated(c, progress=False, data=toy)})
+    runs = tmp_path / "runs"
+    argv = ["run", "--rounds", "1", "--local-steps", "2", "--runs-dir", str(runs), "--no-progress"]
+    sweep = ["sweep", "--grid", "seed=0", "--set", "rounds=1", "--set", "local_steps=2", "--processes", "1",
+             "--runs-dir", str(runs), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 0 and len(calls) == 1
+    mkstemp = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if Path(dir) == runs:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert main(argv) == 0 and main(sweep) == 0 and len(calls) == 1
+    assert "stored at" in capsys.readouterr().out and (tmp_path / "out" / "runs.csv").is_file()
+    for more in (["--force"], ["--seed", "1"]):
+        assert "--runs-dir must be a writable folder" in _fails(capsys, [*argv, *more])
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("damage", [lambda row: row.pop("test_accuracy"), lambda row: row.update(test_loss="0.3")],
+                         ids=["no test_accuracy", "test_loss a string"])
+def test_a_stored_run_with_a_damaged_last_round_is_trained_again(tmp_path, monkeypatch, capsys, toy, damage):
+    """Issue 22, item 8: no KeyError or format error from the summary line: the run trains again."""
+    from fedcore.engine import run_federated
+
+    calls = []
+    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": lambda c, progress: calls.append(c) or
+                                                 run_federated(c, progress=False, data=toy)})
+    argv = ["run", "--rounds", "1", "--local-steps", "2", "--runs-dir", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    [path] = tmp_path.glob("*.json")
+    stored = json.loads(path.read_text())
+    damage(stored["rounds"][-1])
+    path.write_text(json.dumps(stored))
+    assert main(argv) == 0 and len(calls) == 2 and "round 1, test accuracy" in capsys.readouterr().out
+    assert isinstance(json.loads(path.read_text())["rounds"][-1]["test_accuracy"], float)
+
+
 def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     # python -m fedcore, with Python's Ctrl-C handler even where this test runs with SIGINT ignored
     start = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "

@@ -47,11 +47,20 @@ def _damaged(toy, case: str) -> str:
         "wrong key": lambda: json.dumps({**good, "key": "0123456789abcdef"}),
         "another config (20 workers)": lambda: json.dumps(_whole_run(toy, CONFIG.replace(workers=20))),
         "not UTF-8": lambda: "\udcff",
+        "last round lacks test_accuracy": lambda: json.dumps(
+            {**good, "rounds": [*good["rounds"][:-1], {k: v for k, v in good["rounds"][-1].items()
+                                                         if k != "test_accuracy"}]}),
+        "test_accuracy a string": lambda: json.dumps(
+            {**good, "rounds": [*good["rounds"][:-1], {**good["rounds"][-1], "test_accuracy": "0.9"}]}),
+        "samples a float": lambda: json.dumps({**good, "rounds": [{**row, "samples": 1.5} for row in good["rounds"]]}),
+        "test_loss NaN": lambda: json.dumps({**good, "rounds": [*good["rounds"][:-1],
+                                                               {**good["rounds"][-1], "test_loss": float("nan")}]}),
     }[case]()
 
 
 CASES = ["truncated", "empty", "not a run", "a list", "no rounds", "rounds cut short", "wrong key",
-         "another config (20 workers)", "not UTF-8"]
+         "another config (20 workers)", "not UTF-8", "last round lacks test_accuracy", "test_accuracy a string",
+         "samples a float", "test_loss NaN"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -104,15 +113,47 @@ def test_worker_scoring_does_not_change_what_is_trained(toy):
     assert [r["test_loss"] for r in plain.rounds] == [r["test_loss"] for r in scored.rounds]
 
 
+def _age(path, seconds):
+    os.utime(path, (time.time() - seconds, time.time() - seconds), follow_symlinks=False)
+
+
 def test_leftover_temporary_files_older_than_a_run_are_removed(tmp_path, toy, trained):
     store = RunStore(tmp_path)
-    old, live = tmp_path / ".abc.json.x1.tmp", tmp_path / ".def.json.x2.tmp"
-    old.write_text("{")
-    live.write_text("{")
-    os.utime(old, (time.time() - 3600, time.time() - 3600))
-    os.utime(live, (time.time() + 3600, time.time() + 3600))  # as if still being written
+    old = tmp_path / ".fedcore-tmp.0123456789abcdef.json.x1_ab.tmp"
+    checkpoint = tmp_path / ".fedcore-tmp.0123456789abcdef.checkpoint.pt.k3s.tmp"
+    live = tmp_path / ".fedcore-tmp.fedcba9876543210.json.x2.tmp"
+    for path in (old, live, checkpoint):
+        path.write_text("{")
+    _age(old, 3600)
+    _age(checkpoint, 3600)
+    _age(live, -3600)  # as if still being written
     run(CONFIG, store=store, progress=False)
-    assert not old.exists() and live.exists()
+    assert not old.exists() and not checkpoint.exists() and live.exists()
+
+
+def test_the_cleanup_leaves_a_users_files_and_links_alone(tmp_path, toy, trained):
+    """Hidden .tmp files the store did not name, and a link named like its temporaries (and what it points to),
+    stay (issue 22, item 5)."""
+    notes, other = tmp_path / ".my-notes.tmp", tmp_path / ".fedcore-tmp.notes.json.abc.tmp"
+    link, target = tmp_path / ".fedcore-tmp.0123456789abcdef.json.link.tmp", tmp_path / "kept" / "data.txt"
+    target.parent.mkdir()
+    for path in (notes, other, target):
+        path.write_text("mine")
+    link.symlink_to(target)
+    for path in (notes, other, link, target):
+        _age(path, 3600)
+    run(CONFIG, store=RunStore(tmp_path), progress=False)
+    assert notes.read_text() == other.read_text() == target.read_text() == "mine" and link.is_symlink()
+
+
+def test_a_folder_named_like_a_temporary_file_is_left_alone(tmp_path, toy, trained):
+    """The cleanup skips what is not a regular file, and the run ends normally (issue 22, item 9)."""
+    folders = [tmp_path / ".x.tmp", tmp_path / ".fedcore-tmp.0123456789abcdef.json.folder.tmp"]
+    for folder in folders:
+        folder.mkdir()
+        _age(folder, 3600)
+    assert run(CONFIG, store=RunStore(tmp_path), progress=False).key == CONFIG.key()
+    assert all(folder.is_dir() for folder in folders)
 
 
 def test_a_runs_folder_that_is_a_file_is_refused_before_training(tmp_path, toy, trained):
@@ -180,7 +221,7 @@ def test_a_run_is_refused_before_training_without_room_and_a_failed_write_names_
 
     with monkeypatch.context() as patch:
         patch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 100, 100))
-        with pytest.raises(ConfigError, match=r"runs_dir must have room .* MB needed, 0.0 MB free"):
+        with pytest.raises(ConfigError, match=r"runs_dir must have room .* KB needed, 100 bytes free"):
             run(CONFIG, store=RunStore(tmp_path / "runs"), progress=False)
     assert trained == [] and not (tmp_path / "runs").exists()
     monkeypatch.setattr("fedcore.store.os.replace", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
@@ -213,3 +254,91 @@ def test_a_longer_run_continues_a_stored_shorter_one_from_its_checkpoint(toy, tm
     assert continued.workers == whole.workers
     store.checkpoint_path(short.key).write_bytes(b"damaged")
     assert store.shorter(config, 2) is None  # a damaged checkpoint: trained from the start instead
+
+
+
+@pytest.mark.parametrize(("needed", "free", "shown"), [
+    (49_500, 28_000, "about 49.5 KB needed, 28.0 KB free"), (2_000, 999, "about 2.0 KB needed, 999 bytes free"),
+    (3_500_000, 0, "about 3.5 MB needed, 0 bytes free"), (2 * 10**12, 10**9, "about 2,000.0 GB needed, 1.0 GB free"),
+])
+def test_a_full_disk_shows_the_sizes_in_a_unit_that_shows_them(monkeypatch, tmp_path, needed, free, shown):
+    import shutil
+
+    from fedcore.store import check_free
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**13, 10**13 - free, free))
+    with pytest.raises(ConfigError, match=rf"runs_dir must have room for what will be written there: {shown}; got"):
+        check_free(tmp_path, needed, "runs_dir")
+
+
+def _resumable(toy, tmp_path, monkeypatch):
+    """A store with a 2-round run (and its checkpoint) of a 4-round config to continue, training on the toy set;
+    the list records the run each training continued (None: from the start)."""
+    from fedcore import runner
+
+    monkeypatch.setattr(runner.datasets, "load", lambda *a, **k: toy)
+    store = RunStore(tmp_path)
+    config = RunConfig(bias=0.8, rounds=4, local_epochs=None, local_steps=3, strategy="fedadam", server_lr=0.01,
+                       device="cpu", processes=1)
+    run(config.replace(rounds=2), store=store, progress=False, keep_checkpoint=True)
+    starts = []
+    monkeypatch.setitem(runner.KINDS, "federated", lambda c, progress, resume=None: starts.append(resume)
+                        or run_federated(c, progress, resume=resume))
+    return store, config, starts
+
+
+def _without_seconds(result):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in result.rounds]
+
+
+@pytest.mark.parametrize("case", ["another model", "another seed", "parameters not a tensor", "no key",
+                                  "not a checkpoint"])
+def test_a_checkpoint_that_is_not_the_runs_is_named_and_the_run_trains_from_the_start(
+        toy, tmp_path, monkeypatch, caplog, case):
+    """Issue 22, item 8: a foreign checkpoint (another model's shape, another seed's of the same shape), parameters
+    that are no tensor, or no checkpoint at all: a warning naming the file, training from the start."""
+    import torch
+
+    store, config, starts = _resumable(toy, tmp_path, monkeypatch)
+    path = store.checkpoint_path(config.replace(rounds=2).key())
+    if case in ("another model", "another seed"):
+        other = config.replace(rounds=2, **({"model": "logistic"} if case == "another model" else {"seed": 1}))
+        run(other, store=store, progress=False, keep_checkpoint=True)
+        path.write_bytes(store.checkpoint_path(other.key()).read_bytes())
+    elif case == "not a checkpoint":
+        torch.save([1, 2, 3], path)
+    else:
+        saved = torch.load(path, weights_only=True)
+        if case == "no key":
+            saved.pop("key", None)
+        else:
+            saved["params"] = saved["params"].tolist()
+        torch.save(saved, path)
+    with caplog.at_level(logging.WARNING, logger="fedcore.store"):
+        continued = run(config, store=store, progress=False, resume_from=2)
+    assert starts[-1] is None and str(path) in caplog.text and "training from the start" in caplog.text
+    assert _without_seconds(continued) == _without_seconds(run_federated(config, progress=False, data=toy))
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["run", "run_many"])
+def test_a_run_continues_a_stored_shorter_run_scored_on_more_images(toy, tmp_path, monkeypatch, many):
+    """Issue 22, item 2: the store serves the 2-round run scored on 50 images for the request for 20, and the
+    longer run continues it; it records its own eval_workers (the new rounds are scored on 20 images, the
+    resumed ones on 50), so a request for 30 trains again (continuing the 2-round run)."""
+    from fedcore.runner import run_many
+
+    store, config, starts = _resumable(toy, tmp_path, monkeypatch)
+    config = config.replace(eval_workers=20)
+    short = run(config.replace(rounds=2, eval_workers=50), store=store, progress=False, force=True,
+                keep_checkpoint=True)
+    ask = {"store": store, "progress": False, "resume_from": 2}
+    continued = run_many([(config, "federated")], **ask)[0] if many else run(config, **ask)
+    assert starts[-1] is not None and starts[-1].config["eval_workers"] == 50
+    whole = run_federated(config, progress=False, data=toy)
+    assert _without_seconds(continued) == _without_seconds(whole) and continued.config == whole.config
+    resumed = len(short.workers)
+    assert continued.workers[:resumed] == short.workers and continued.workers[resumed:] == whole.workers[resumed:]
+    assert json.loads(store.path(config.key()).read_text())["config"]["eval_workers"] == 20
+    trained = len(starts)
+    more = run(config.replace(eval_workers=30), **ask)  # not the 4-round run: it continues the 2-round one again
+    assert len(starts) == trained + 1 and starts[-1] is not None and more.config["eval_workers"] == 30

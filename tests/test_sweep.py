@@ -211,7 +211,7 @@ def test_too_little_free_space_is_refused_before_training(trained, tmp_path, cap
 
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     err = _refused(capsys, ["--grid", "seed=0,1", "--set", "rounds=1", "--set", "local_steps=2"], tmp_path)
-    assert "must have room for what will be written there" in err and "MB free" in err and trained.calls == []
+    assert "must have room for what will be written there" in err and "1.0 KB free" in err and trained.calls == []
 
 
 def _disk_full(monkeypatch):
