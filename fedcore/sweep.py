@@ -12,7 +12,7 @@ an error; a value listed twice, or grid points that are one run (settings the ru
 built. Every config is validated before any training. Stored runs come back at once, the others train
 (local pool or Dask cluster, see fedcore.executors) and are stored as they finish, so a sweep interrupted
 and started again picks up where it stopped. A failed or diverged run is reported; the rest go on (exit
-status 1 if any failed or a result could not be written, 2 for a bad grid or a scheduler that cannot be
+status 1 if any failed or diverged or a result could not be written, 2 for a bad grid or a scheduler that cannot be
 used: malformed, unreachable, no worker within --worker-timeout, lost; 130 on Ctrl-C, 143 on SIGTERM).
 Out (``--out``, written whole or not at all): ``runs.csv``, one row per run (its config, status and final
 metrics), and ``rounds.csv``, one row per run and round. The summary groups runs by the swept fields other
@@ -374,4 +374,4 @@ def main(args: argparse.Namespace) -> int:
     for row in rows:
         if row["status"] != "ok":
             print(f"  {row['status']}: {', '.join(f'{f}={row[f]}' for f in swept)}: {row['error']}")
-    return 1 if any(row["status"] == "failed" for row in rows) else 0
+    return 1 if failed else 0

@@ -93,6 +93,14 @@ def test_a_failed_run_is_reported_and_the_rest_go_on(trained, tmp_path, capsys):
     assert "failed: bias=1.0, seed=1: RuntimeError: out of memory" in capsys.readouterr().out
 
 
+def test_a_diverged_run_exits_1_after_writing_the_tables(trained, tmp_path, capsys):
+    code = main(["sweep", "--grid", "lr=0.05,1e30", "--set", "rounds=2", "--set", "local_steps=2", "--processes",
+                 "1", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+    assert code == 1
+    assert [r["status"] for r in _rows(tmp_path / "out" / "runs.csv")] == ["ok", "diverged"]
+    assert "diverged: lr=1e+30" in capsys.readouterr().out and (tmp_path / "out" / "rounds.csv").is_file()
+
+
 def test_interval_is_students_t_over_seeds():
     assert interval([1.0, 2.0, 3.0]) == pytest.approx(4.303 / 3**0.5)
     assert interval([0.5]) != interval([0.5])  # nan: no interval from one seed
