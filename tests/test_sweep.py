@@ -1,8 +1,11 @@
 import csv
+import time
 
 import pytest
 
+from fedcore import sweep
 from fedcore.cli import main
+from fedcore.config import ConfigError
 from fedcore.engine import run_federated
 from fedcore.stats import interval
 
@@ -182,6 +185,35 @@ def _file(tmp_path, content: bytes):
 def test_a_grid_file_of_the_wrong_shape_or_encoding_is_one_line(trained, tmp_path, capsys, content, named):
     err = _refused(capsys, [_file(tmp_path, content)], tmp_path)
     assert named in err and trained.calls == []
+
+
+BOMB = "".join(f"{n}: &{n} [{', '.join([f'*{p}' if p else '0.5'] * 9)}]\n"  # 9**9 values in 300 bytes
+               for p, n in zip(["", *"abcdefgh"], "abcdefghi", strict=True)).encode()
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (BOMB, "line 2, column 8: aliases (*name) are not allowed in a grid file"),
+        (b"grid: {bias: &b [0.5]}\nfixed: {rounds: *b}\n", "aliases (*name) are not allowed"),
+        (b"grid: {seed: [" + b"1" * 5000 + b"]}\n", "Exceeds the limit (4300 digits)"),
+        (b"grid: {seed: " + b"[" * 5000 + b"]" * 5000 + b"}\n", "maximum recursion depth exceeded"),
+    ],
+)
+def test_alias_bombs_huge_numbers_and_deep_nesting_are_refused_at_once(trained, tmp_path, capsys, content, named):
+    start = time.monotonic()
+    err = _refused(capsys, [_file(tmp_path, content)], tmp_path)
+    assert named in err and len(err) < 400 and time.monotonic() - start < 5  # not 16 s and a GB of repr
+
+
+def test_error_messages_never_build_a_whole_repr():
+    value: object = ["x"] * 9
+    for _ in range(12):  # 9**13 items, shared: a full repr would never finish
+        value = [value] * 9
+    start = time.monotonic()
+    assert len(sweep._short(value)) <= 60 and time.monotonic() - start < 1
+    with pytest.raises(ConfigError, match=r"^seed must be an integer; got \[\[\[.{0,57}\.\.\. \(values to sweep"):
+        sweep.parse_value("seed", value)
 
 
 def test_values_take_their_fields_type_so_keys_do_not_depend_on_the_writing(trained, tmp_path, capsys):
