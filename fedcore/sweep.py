@@ -12,8 +12,9 @@ an error; a value listed twice, or grid points that are one run (settings the ru
 built. Every config is validated before any training. Stored runs come back at once, the others train
 (local pool or Dask cluster, see fedcore.executors) and are stored as they finish, so a sweep interrupted
 and started again picks up where it stopped. A failed or diverged run is reported; the rest go on (exit
-status 1 if any failed or diverged or a result could not be written, 2 for a bad grid or a scheduler that cannot be
-used: malformed, unreachable, no worker within --worker-timeout, lost; 130 on Ctrl-C, 143 on SIGTERM).
+status 1 if any failed or diverged or a result could not be written, 2 for a bad grid or a scheduler that
+cannot be used: malformed, unreachable, no worker for --worker-timeout (at the start, or once all died),
+lost; 130 on Ctrl-C, 143 on SIGTERM).
 Out (``--out``, written whole or not at all): ``runs.csv``, one row per run (its config, status and final
 metrics), and ``rounds.csv``, one row per run and round. The summary groups runs by the swept fields other
 than the seed: mean final test accuracy and its 95% Student-t interval over seeds
@@ -86,7 +87,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                    help="Dask scheduler to train on (default: $FEDCORE_SCHEDULER, else the local pool)")
     s.add_argument("--worker-timeout", type=_positive(float), default=WORKER_TIMEOUT_S, metavar="SECONDS",
-                   help=f"how long to wait for a first Dask worker before giving up (default: {WORKER_TIMEOUT_S:g})")
+                   help="how long the Dask scheduler may have no worker, at the start or once every worker died, "
+                        f"before the sweep gives up (default: {WORKER_TIMEOUT_S:g})")
     s.add_argument("--processes", type=_positive(int), default=None,
                    help="local pool size, integer >= 1 (default: one per core)")
     s.add_argument("--max-runs", type=_positive(int), default=MAX_RUNS,
