@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import reprlib
 import sys
 from pathlib import Path
 
@@ -60,28 +61,28 @@ def _check(record: object) -> Record:
     """The record, or Unreadable saying what is wrong with it (naming it as page::key)."""
     if not isinstance(record, dict) or not isinstance(record.get("page"), str) or not isinstance(record.get("key"),
                                                                                                  str):
-        raise Unreadable(f"a record without page and key: {record!r:.200}")
+        raise Unreadable(f"a record without page and key: {reprlib.repr(record)}")
     name = f"{record['page']}::{record['key']}"
     if record.get("kind") not in KINDS:
-        raise Unreadable(f"{name}: kind must be one of {', '.join(KINDS)}; got {record.get('kind')!r:.80}")
+        raise Unreadable(f"{name}: kind must be one of {', '.join(KINDS)}; got {reprlib.repr(record.get('kind'))}")
     if not _number(record.get("value")):
-        raise Unreadable(f"{name}: value must be a finite number; got {record.get('value')!r:.80}")
+        raise Unreadable(f"{name}: value must be a finite number; got {reprlib.repr(record.get('value'))}")
     for field in ("low", "high", "resolution", "tolerance"):
         if record.get(field) is not None and not _number(record[field]):
-            raise Unreadable(f"{name}: {field} must be a finite number or null; got {record[field]!r:.80}")
+            raise Unreadable(f"{name}: {field} must be a finite number or null; got {reprlib.repr(record[field])}")
     if (record.get("low") is None) != (record.get("high") is None):
-        raise Unreadable(f"{name}: low and high must both be numbers or both null; got {record.get('low')!r:.80} "
-                         f"and {record.get('high')!r:.80}")
+        raise Unreadable(f"{name}: low and high must both be numbers or both null; got {record.get('low')} and "
+                         f"{record.get('high')}")
     if record.get("low") is not None and record["low"] > record["high"]:
-        raise Unreadable(f"{name}: low must not exceed high; got {record['low']!r} > {record['high']!r}")
+        raise Unreadable(f"{name}: low must not exceed high; got {record['low']} > {record['high']}")
     for field in ("resolution", "tolerance"):
         if record.get(field) is not None and record[field] < 0:
-            raise Unreadable(f"{name}: {field} must be >= 0; got {record[field]!r}")
+            raise Unreadable(f"{name}: {field} must be >= 0; got {record[field]}")
     if record["kind"] in ("estimate", "difference") and not _count(record.get("seeds"), 1):
         raise Unreadable(f"{name}: {record['kind']} needs its seeds, an integer >= 1; "
-                         f"got {record.get('seeds')!r:.80}")
+                         f"got {reprlib.repr(record.get('seeds'))}")
     if record.get("diverged") is not None and not _count(record["diverged"], 0):
-        raise Unreadable(f"{name}: diverged must be an integer >= 0 or null; got {record['diverged']!r:.80}")
+        raise Unreadable(f"{name}: diverged must be an integer >= 0 or null; got {reprlib.repr(record['diverged'])}")
     if record["kind"] == "approximate" and record.get("tolerance") is None:
         raise Unreadable(f"{name}: an approximate number needs its tolerance")
     return record
