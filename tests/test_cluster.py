@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import pytest
 from distributed import Client, LocalCluster
@@ -120,7 +120,8 @@ def _own_cluster(tmp_path) -> Iterator[tuple[str, subprocess.Popen, subprocess.P
     finally:
         scheduler.kill()
         if worker is not None:
-            os.killpg(worker.pid, signal.SIGKILL)
+            with suppress(ProcessLookupError):  # killed already
+                os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(timeout=60)
 
 
