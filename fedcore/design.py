@@ -16,6 +16,7 @@ Outside the book's build (no $FEDCORE_DESIGN), the rules decide, as a re-executo
 from __future__ import annotations
 
 import os
+import reprlib
 from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 
@@ -28,6 +29,7 @@ DESIGN_ENV = "FEDCORE_DESIGN"
 PAGE_ENV = "FEDCORE_DESIGN_PAGE"
 RECORD_ENV = "FEDCORE_DESIGN_RECORD"
 LOG_ENV = "FEDCORE_DESIGN_LOG"
+MAX_SEEDS = 1000  # the most seeds a design may pin for one series (a typo of 10**9 would exhaust memory)
 
 
 def label(name: Hashable) -> str:
@@ -53,21 +55,33 @@ def recording() -> bool:
     return os.environ.get(RECORD_ENV, "") not in ("", "0")
 
 
+def _problem(loaded: object) -> str | None:
+    """What keeps a loaded design from being page -> series -> seeds (integers in [1, MAX_SEEDS]), or None."""
+    if not isinstance(loaded, dict):
+        return f"it holds {reprlib.repr(loaded)}"
+    for page, series in loaded.items():
+        if not isinstance(series, dict):
+            return f"page {reprlib.repr(page)} holds {reprlib.repr(series)}"
+        for name, n in series.items():
+            if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_SEEDS):
+                return f"page {reprlib.repr(page)}, series {reprlib.repr(name)} has {reprlib.repr(n)} seeds"
+    return None
+
+
 def read(path: Path) -> dict[str, dict[str, int]]:
-    """The design file: page -> series label -> seeds (an empty design where the file does not exist)."""
+    """The design file: page -> series label -> seeds (an empty design where the file does not exist);
+    ConfigError in one line for a file that is unreadable, not YAML, or not of that shape."""
     try:
         loaded = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"{DESIGN_ENV} must be a readable design file; {path}: {err}", param=DESIGN_ENV) from err
-    valid = isinstance(loaded, dict) and all(
-        isinstance(series, dict) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
-                                         for n in series.values())
-        for series in loaded.values())
-    if loaded is not None and not valid:
-        raise ConfigError(f"{DESIGN_ENV} must map page -> series -> seeds (integers >= 1); {path} does not",
-                          param=DESIGN_ENV)
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as err:  # ValueError: not UTF-8, a huge int
+        raise ConfigError(f"{DESIGN_ENV} must be a readable design file; {path}: {' '.join(str(err).split())}",
+                          param=DESIGN_ENV) from err
+    problem = None if loaded is None else _problem(loaded)
+    if problem:
+        raise ConfigError(f"{DESIGN_ENV} must map page -> series -> seeds (integers in [1, {MAX_SEEDS}]); {path}: "
+                          f"{problem}", param=DESIGN_ENV)
     return loaded or {}
 
 

@@ -8,8 +8,10 @@ pool is started once per size and kept for the process's life (starting one take
 early (an error, Ctrl-C, SIGTERM under the command line) terminates them. Cluster workers need the dataset
 ($FEDCORE_DATA_DIR on each, or a download), not a shared filesystem; Dask reschedules the task of a worker
 that dies. A scheduler that cannot be used is a SchedulerError naming it: a malformed address (at once), no
-answer within CONNECT_TIMEOUT_S, no worker within the worker timeout, or the scheduler lost midway. The
-cluster path needs the ``cluster`` extra (dask, distributed).
+answer within CONNECT_TIMEOUT_S, no worker within the worker timeout, the scheduler lost midway, or (a
+watchdog, ``Watched``) no worker left for the worker timeout while tasks are out: the tasks still out are
+cancelled, so the caller stops, keeping what came back. Dask's client logs nothing meanwhile (a lost scheduler
+is said once, by the caller). The cluster path needs the ``cluster`` extra (dask, distributed).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 SCHEDULER_ENV = "FEDCORE_SCHEDULER"
 CONNECT_TIMEOUT_S = 10.0
 WORKER_TIMEOUT_S = 60.0  # how long a scheduler may have no worker (--worker-timeout)
+WATCH_INTERVAL_S = 1.0  # how often the watchdog counts a cluster's workers
 SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")  # Dask's network protocols
 FROM = f"(from --scheduler or ${SCHEDULER_ENV})"
 
@@ -59,15 +64,18 @@ def check_address(address: str) -> None:
 
 
 @contextmanager
-def _quiet_dask() -> Iterator[None]:
-    """Dask's own log lines silenced (a failed connection or a lost scheduler is reported once, by us)."""
-    logger = logging.getLogger("distributed")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
+def _quiet_dask(*names: str) -> Iterator[None]:
+    """Dask's own log lines silenced (by default all of them; distributed's config gives its client's logger a
+    level of its own): a failed connection or a lost scheduler is reported once, by us."""
+    loggers = [logging.getLogger(name) for name in names or ("distributed", "distributed.client")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def connect(address: str, worker_timeout: float = WORKER_TIMEOUT_S) -> Client:
@@ -138,6 +146,46 @@ def stop(pool: ProcessPoolExecutor) -> None:
             process.join()
 
 
+class Watched(Executor):
+    """A Dask client's executor with a watchdog: where the cluster has had no worker for ``worker_timeout``
+    seconds while tasks are out (every worker died), the tasks are cancelled, which ends the caller's wait,
+    and ``lost`` says why."""
+
+    def __init__(self, client: Client, address: str, worker_timeout: float) -> None:
+        self._client, self._inner = client, client.get_executor(pure=False)  # equal configs: separate tasks
+        self._address, self._timeout = address, worker_timeout
+        self._stopped = threading.Event()
+        self.lost: str | None = None
+        threading.Thread(target=self._watch, name="fedcore-cluster-watchdog", daemon=True).start()
+
+    def submit(self, fn: Callable[..., object], /, *args: object, **kwargs: object) -> Future:
+        return self._inner.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop watching; without ``wait``, cancel the tasks still out."""
+        self._stopped.set()
+        self._inner.shutdown(wait=wait)
+
+    def _workers(self) -> int | None:
+        """The cluster's workers now; None where the scheduler does not answer (its loss is the caller's)."""
+        try:
+            return len(self._client.nthreads())
+        except Exception:  # any failure to ask: the scheduler gone, the client closing
+            return None
+
+    def _watch(self) -> None:
+        seen = time.monotonic()
+        while not self._stopped.wait(WATCH_INTERVAL_S):
+            if self._workers() != 0:
+                seen = time.monotonic()
+            elif time.monotonic() - seen >= self._timeout:
+                self.lost = (f"the Dask scheduler at {self._address!r} {FROM} has had no worker for "
+                             f"{self._timeout:g} s (--worker-timeout): the runs still out did not come back (those "
+                             "that did are stored: start some workers and start again to resume)")
+                self.shutdown(wait=False)
+                return
+
+
 @contextmanager
 def executor(processes: int, address: str | None, worker_timeout: float = WORKER_TIMEOUT_S) -> Iterator[Executor]:
     """The cluster at ``address`` as an executor, else the local spawn pool of ``processes``. If the caller
@@ -153,9 +201,14 @@ def executor(processes: int, address: str | None, worker_timeout: float = WORKER
         return
     client = connect(address, worker_timeout)
     try:
-        pool = client.get_executor(pure=False)  # equal configs are still separate tasks
+        pool = Watched(client, address, worker_timeout)
         try:
-            yield pool
+            with _quiet_dask("distributed.client"):  # a lost scheduler: no reconnection errors, our one line
+                yield pool
+        except SchedulerError as err:  # the tasks the watchdog cancelled: say why
+            if pool.lost is None:
+                raise
+            raise SchedulerError(pool.lost) from err
         finally:
             pool.shutdown(wait=False)  # cancels what is left
     finally:

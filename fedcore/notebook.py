@@ -2,25 +2,37 @@
 
 Plain papermill runs a notebook with a misspelt parameter on its defaults and hands a list given with
 ``-p`` over as a string; here every parameter is checked by name and type against the notebook's
-``parameters`` cell first (as scripts/build_book.py does for the manifest), before any work.
+``parameters`` cell first (as scripts/build_book.py does for the manifest), before any work. The notebook
+executes into a temporary folder: OUT (and its folder) is written, atomically, only once it ran, or failed in a
+cell (exit 1, OUT shows where); never for a value the notebook refuses (exit 2), nor on Ctrl-C or SIGTERM,
+which stop with one line (130, 143), the kernel and papermill's teardown noise silenced.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import nbformat
 import yaml
 
 from fedcore.config import ConfigError
-from fedcore.store import check_writable
+from fedcore.processes import Terminated
+from fedcore.store import check_writable, write_atomic
 
 # The parameters cell's annotations (papermill's inferred_type_name) and the values that fit them.
 TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "list": (list,), "dict": (dict,),
 }
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]  # no kernel log lines (a teardown mid-cell logs errors)
+TEARDOWN_LOGGERS = ("asyncio", "papermill", "traitlets")  # their lines about a stopped execution
 
 
 def declared(path: Path) -> dict[str, dict]:
@@ -116,8 +128,35 @@ def parameters_from(args: argparse.Namespace) -> dict[str, object]:
     return parameters
 
 
+@contextmanager
+def _quiet_stop() -> Iterator[None]:
+    """Inside (main thread), Ctrl-C and SIGTERM first silence the loggers of papermill's teardown (a task
+    exception never retrieved, a kernel that died waiting), then raise KeyboardInterrupt or Terminated."""
+
+    def stop(signum: int, frame: object) -> None:
+        for name in TEARDOWN_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _publish(executed: Path, output: Path) -> None:
+    """The executed notebook written atomically at ``output`` (its folder created now), naming it as papermill
+    would have."""
+    book = nbformat.read(executed, as_version=4)
+    book.metadata.setdefault("papermill", {})["output_path"] = str(output)
+    write_atomic(output, nbformat.writes(book))
+
+
 def main(args: argparse.Namespace) -> int:
-    """Check the input, output and parameters, then execute; a ConfigError in the notebook exits 2 too."""
+    """Check the input, output and parameters, then execute; a ConfigError in the notebook exits 2 too, with
+    nothing written."""
     import papermill
 
     fail = args.command_parser.error
@@ -129,12 +168,18 @@ def main(args: argparse.Namespace) -> int:
         check_parameters(args.input, parameters)
     except ConfigError as err:
         fail(str(err))
-    args.output.parent.mkdir(parents=True, exist_ok=True)  # checked writable, created only now
-    try:
-        papermill.execute_notebook(str(args.input), str(args.output), parameters=parameters)
-    except papermill.PapermillExecutionError as err:
-        if err.ename == "ConfigError":
-            fail(err.evalue)
-        print(f"{args.input} failed in cell {err.exec_count}: {err.ename}: {err.evalue}", file=sys.stderr)
-        return 1
+    with tempfile.TemporaryDirectory(prefix="fedcore-notebook-") as folder:
+        executed = Path(folder) / args.output.name
+        try:
+            with _quiet_stop():
+                papermill.execute_notebook(str(args.input), str(executed), parameters=parameters,
+                                           extra_arguments=KERNEL_ARGUMENTS)
+        except papermill.PapermillExecutionError as err:
+            if err.ename == "ConfigError":
+                fail(err.evalue)
+            _publish(executed, args.output)
+            print(f"{args.input} failed in cell {err.exec_count}: {err.ename}: {err.evalue} (see {args.output})",
+                  file=sys.stderr)
+            return 1
+        _publish(executed, args.output)
     return 0

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 
@@ -50,20 +51,29 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 @contextmanager
 def children_ignore_ctrl_c() -> Iterator[None]:
-    """Processes started inside inherit a blocked SIGINT, from their first instruction on (a Ctrl-C while
-    one imports torch would print its traceback): Ctrl-C is the main process's, which stops them. A Ctrl-C
-    meanwhile reaches the main process when the block ends."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    """Processes started inside ignore Ctrl-C from their first instruction on (a Ctrl-C while one imports torch
+    would print its traceback): they inherit SIGINT ignored (Python keeps an inherited SIG_IGN; set from the
+    main thread only) and blocked (from any thread). Ctrl-C is the main process's, which stops them; one
+    meanwhile reaches it when the block ends. The resource tracker is started first: starting it unblocks SIGINT
+    (multiprocessing.resource_tracker), which would leave the first child interruptible."""
+    resource_tracker.ensure_running()
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    in_main = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if old_handler is not None:  # None: a handler not set from Python, left as it is
+            signal.signal(signal.SIGINT, old_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 def child_started() -> None:
-    """In a spawned worker process: ignore Ctrl-C, and exit as soon as the parent is gone (even killed with
-    SIGKILL, even before this ran) rather than train for nobody."""
+    """In a spawned worker process: ignore Ctrl-C (inherited ignored and blocked, see ``children_ignore_ctrl_c``;
+    unblocked now that it is ignored), and exit as soon as the parent is gone (even killed with SIGKILL, even
+    before this ran) rather than train for nobody."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     parent = multiprocessing.parent_process()
     if parent is None:
         return

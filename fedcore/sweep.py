@@ -12,8 +12,9 @@ an error; a value listed twice, or grid points that are one run (settings the ru
 built. Every config is validated before any training. Stored runs come back at once, the others train
 (local pool or Dask cluster, see fedcore.executors) and are stored as they finish, so a sweep interrupted
 and started again picks up where it stopped. A failed or diverged run is reported; the rest go on (exit
-status 1 if any failed or a result could not be written, 2 for a bad grid or a scheduler that cannot be
-used: malformed, unreachable, no worker within --worker-timeout, lost; 130 on Ctrl-C, 143 on SIGTERM).
+status 1 if any failed or diverged or a result could not be written, 2 for a bad grid or a scheduler that
+cannot be used: malformed, unreachable, no worker for --worker-timeout (at the start, or once all died),
+lost; 130 on Ctrl-C, 143 on SIGTERM).
 Out (``--out``, written whole or not at all): ``runs.csv``, one row per run (its config, status and final
 metrics), and ``rounds.csv``, one row per run and round. The summary groups runs by the swept fields other
 than the seed: mean final test accuracy and its 95% Student-t interval over seeds
@@ -27,6 +28,7 @@ import csv
 import dataclasses
 import io
 import math
+import reprlib
 import statistics
 import sys
 import typing
@@ -85,7 +87,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                    help="Dask scheduler to train on (default: $FEDCORE_SCHEDULER, else the local pool)")
     s.add_argument("--worker-timeout", type=_positive(float), default=WORKER_TIMEOUT_S, metavar="SECONDS",
-                   help=f"how long to wait for a first Dask worker before giving up (default: {WORKER_TIMEOUT_S:g})")
+                   help="how long the Dask scheduler may have no worker, at the start or once every worker died, "
+                        f"before the sweep gives up (default: {WORKER_TIMEOUT_S:g})")
     s.add_argument("--processes", type=_positive(int), default=None,
                    help="local pool size, integer >= 1 (default: one per core)")
     s.add_argument("--max-runs", type=_positive(int), default=MAX_RUNS,
@@ -93,9 +96,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+_REPR = reprlib.Repr()  # a value's repr, bounded in depth and length however large the value
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+
+
 def _short(value: object) -> str:
-    text = repr(value)
+    """A value's repr for an error message, at most 60 characters and never built whole (a YAML value of
+    nested aliases can hold billions of items)."""
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases (``*name``): a few hundred bytes of nested aliases expand to billions of items."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a grid file; write "
+                                              "the values out", self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
 
 def field_type(field: str) -> tuple[type, bool]:
@@ -164,14 +183,15 @@ def _pair(option: str, text: str) -> tuple[str, str]:
 
 def read_grid_file(path: Path) -> dict[str, object]:
     """A grid file's mapping (fixed, grid, kind), or a one-line ConfigError (param ``file``) saying what is wrong
-    with it: unreadable, not UTF-8, not YAML (where), empty, or not of that shape."""
+    with it: unreadable, not UTF-8, not YAML (where; aliases, a number too long, nesting too deep), empty, or
+    not of that shape."""
     try:
         raw = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"file must be a readable grid file; cannot read '{path}' ({err.strerror or err})",
                           param="file") from err
     try:
-        spec = yaml.safe_load(raw.decode("utf-8"))
+        spec = yaml.load(raw.decode("utf-8"), Loader=_NoAliasLoader)  # a SafeLoader
     except UnicodeDecodeError as err:
         raise ConfigError(f"file must be UTF-8 text (YAML); '{path}' has byte 0x{raw[err.start]:02x} at position "
                           f"{err.start}", param="file") from err
@@ -180,6 +200,9 @@ def read_grid_file(path: Path) -> dict[str, object]:
         where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
         what = getattr(err, "problem", None) or " ".join(str(err).split())
         raise ConfigError(f"file must be valid YAML; '{path}'{where} {what}", param="file") from err
+    except (ValueError, RecursionError) as err:  # an integer of more than 4300 digits; nesting too deep
+        raise ConfigError(f"file must be valid YAML; '{path}': {' '.join(str(err).split())[:200]}",
+                          param="file") from err
     shape = "a YAML mapping with 'grid' (field: values), and optionally 'fixed' (field: value) and 'kind'"
     if spec is None:
         raise ConfigError(f"file must be {shape}; '{path}' is empty", param="file")
@@ -373,4 +396,4 @@ def main(args: argparse.Namespace) -> int:
     for row in rows:
         if row["status"] != "ok":
             print(f"  {row['status']}: {', '.join(f'{f}={row[f]}' for f in swept)}: {row['error']}")
-    return 1 if any(row["status"] == "failed" for row in rows) else 0
+    return 1 if failed else 0

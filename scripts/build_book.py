@@ -198,7 +198,8 @@ def main() -> None:
     parser.add_argument("--no-book", action="store_true", help="execute the notebooks only")
     args = parser.parse_args()
     try:
-        standard = experiments.standard()  # a bad FEDCORE_THREADS stops here, in one line
+        standard = experiments.standard()  # a bad FEDCORE_THREADS or book/design.yml stops here, in one line
+        seeds = design.read(DESIGN)
     except ConfigError as err:
         print(f"FAILED: {err}", file=sys.stderr)
         sys.exit(2)
@@ -209,7 +210,6 @@ def main() -> None:
     os.environ |= {design.DESIGN_ENV: str(DESIGN), design.LOG_ENV: str(DESIGN_LOG)}
     entries = load_manifest()
     check_parameters(entries)
-    seeds = design.read(DESIGN)
     prints = fingerprints(entries, code_hash(), seeds)
     times: list[tuple[str, str]] = []
     start = time.perf_counter()

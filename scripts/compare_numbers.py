@@ -6,20 +6,23 @@ Each build's ``numbers.json`` (written by scripts/build_book.py) holds every num
 with its kind (fedcore.report.Number), and is judged by it:
 
 - ``estimate`` and ``difference`` (means over seeds): *moved* when the two values lie further apart than the
-  wider of the two 95% half-widths plus a floor, the ``resolution`` the book shows the number with (0.1 point
-  for an accuracy shown to one decimal): a move the page cannot show, or one inside either build's interval,
-  is float noise. A number whose seed count differs between the builds is a *design change* (the design pins
-  the seeds: see fedcore.design), not compared further.
+  wider of the two 95% half-widths plus a floor, the ``resolution`` the first build (the reference) shows the
+  number with (0.1 point for an accuracy shown to one decimal): a move the page cannot show, or one inside
+  either build's interval, is float noise; the second build's own resolution cannot hide a move. A number
+  whose seed count differs between the builds is a *design change* (the design pins the seeds: see
+  fedcore.design), not compared further.
 - ``difference`` (a paired difference): its verdict has *flipped* when its interval lies above 0, below 0 or
   across 0 in one build and otherwise in the other ("higher", "lower", "cannot be told apart"). An estimate
   that is not a difference (an accuracy) has no verdict.
 - ``exact`` (a setting, a count): *changed* unless equal; ``approximate`` (a measurement of float rounding,
-  such as a largest difference): *changed* when further apart than its tolerance.
+  such as a largest difference): *changed* when further apart than the first build's tolerance.
 - ``timing``: skipped. Numbers found in one build only are listed.
 
 Exit status: 0 when the builds agree; 1 when a number moved, flipped, changed, changed design or is found in
-one build only; 2 when a file cannot be read as a numbers.json (missing, empty, malformed, a record without a
-kind or with a value that is not a number).
+one build only; 2 when a file cannot be read as a numbers.json (missing, empty, malformed or nested too deep,
+a record without a kind, with a value that is not a finite number (NaN, an infinity, 10**400), with ``low``
+but no ``high``, an estimate without its seeds, or a page and key recorded twice), in one line naming the
+record.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import reprlib
 import sys
 from pathlib import Path
 
@@ -40,41 +44,70 @@ class Unreadable(ValueError):
 
 
 def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """Whether ``value`` is a finite number a float can hold (not a bool, NaN, an infinity or 10**400)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
+def _count(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def _check(record: object) -> Record:
-    """The record, or Unreadable saying what is wrong with it."""
+    """The record, or Unreadable saying what is wrong with it (naming it as page::key)."""
     if not isinstance(record, dict) or not isinstance(record.get("page"), str) or not isinstance(record.get("key"),
                                                                                                  str):
-        raise Unreadable(f"a record without page and key: {record!r:.200}")
+        raise Unreadable(f"a record without page and key: {reprlib.repr(record)}")
     name = f"{record['page']}::{record['key']}"
     if record.get("kind") not in KINDS:
-        raise Unreadable(f"{name}: kind must be one of {', '.join(KINDS)}; got {record.get('kind')!r}")
+        raise Unreadable(f"{name}: kind must be one of {', '.join(KINDS)}; got {reprlib.repr(record.get('kind'))}")
     if not _number(record.get("value")):
-        raise Unreadable(f"{name}: value must be a number; got {record.get('value')!r}")
+        raise Unreadable(f"{name}: value must be a finite number; got {reprlib.repr(record.get('value'))}")
     for field in ("low", "high", "resolution", "tolerance"):
         if record.get(field) is not None and not _number(record[field]):
-            raise Unreadable(f"{name}: {field} must be a number or null; got {record[field]!r}")
+            raise Unreadable(f"{name}: {field} must be a finite number or null; got {reprlib.repr(record[field])}")
+    if (record.get("low") is None) != (record.get("high") is None):
+        raise Unreadable(f"{name}: low and high must both be numbers or both null; got {record.get('low')} and "
+                         f"{record.get('high')}")
+    if record.get("low") is not None and record["low"] > record["high"]:
+        raise Unreadable(f"{name}: low must not exceed high; got {record['low']} > {record['high']}")
+    for field in ("resolution", "tolerance"):
+        if record.get(field) is not None and record[field] < 0:
+            raise Unreadable(f"{name}: {field} must be >= 0; got {record[field]}")
+    if record["kind"] in ("estimate", "difference") and not _count(record.get("seeds"), 1):
+        raise Unreadable(f"{name}: {record['kind']} needs its seeds, an integer >= 1; "
+                         f"got {reprlib.repr(record.get('seeds'))}")
+    if record.get("diverged") is not None and not _count(record["diverged"], 0):
+        raise Unreadable(f"{name}: diverged must be an integer >= 0 or null; got {reprlib.repr(record['diverged'])}")
     if record["kind"] == "approximate" and record.get("tolerance") is None:
         raise Unreadable(f"{name}: an approximate number needs its tolerance")
     return record
 
 
 def load(path: Path) -> tuple[dict[str, object], dict[tuple[str, str], Record]]:
-    """A numbers.json file's build description and its numbers by (page, key); Unreadable if it is not one."""
+    """A numbers.json file's build description and its numbers by (page, key); Unreadable if it is not one
+    (a record malformed, or recorded twice)."""
     try:
         payload = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:  # RecursionError: nested too deep
         raise Unreadable(f"{path}: {err}") from err
     if not isinstance(payload, dict) or not isinstance(payload.get("build"), dict) \
             or not isinstance(payload.get("numbers"), list) or not payload["numbers"]:
         raise Unreadable(f"{path}: not an object with a 'build' description and a non-empty 'numbers' list")
+    numbers: dict[tuple[str, str], Record] = {}
     try:
-        numbers = [_check(n) for n in payload["numbers"]]
+        for record in map(_check, payload["numbers"]):
+            name = (record["page"], record["key"])
+            if name in numbers:
+                raise Unreadable(f"{record['page']}::{record['key']}: recorded twice (page and key name one number)")
+            numbers[name] = record
     except Unreadable as err:
         raise Unreadable(f"{path}: {err}") from err
-    return payload["build"], {(n["page"], n["key"]): n for n in numbers}
+    return payload["build"], numbers
 
 
 def half_width(record: Record) -> float:
@@ -90,8 +123,9 @@ def side(record: Record) -> str:
 
 
 def allowed(a: Record, b: Record) -> float:
-    """How far apart two builds' values of an estimate may lie: the wider half-width plus the resolution."""
-    return max(half_width(a), half_width(b)) + max(a.get("resolution") or 0.0, b.get("resolution") or 0.0)
+    """How far the second build's value of an estimate may lie from the first's (the reference): the wider
+    half-width plus the first build's resolution (the second's own cannot widen what counts as a move)."""
+    return max(half_width(a), half_width(b)) + (a.get("resolution") or 0.0)
 
 
 def compare(first: dict[tuple[str, str], Record], second: dict[tuple[str, str], Record]) -> dict[str, list]:
@@ -116,8 +150,7 @@ def compare(first: dict[tuple[str, str], Record], second: dict[tuple[str, str], 
             if a["kind"] == "difference" and side(a) != side(b):
                 out["flipped"].append((name, a, b))
         else:
-            tolerance = max(a.get("tolerance") or 0.0, b.get("tolerance") or 0.0)
-            same = math.isclose(a["value"], b["value"], rel_tol=1e-9, abs_tol=tolerance)
+            same = math.isclose(a["value"], b["value"], rel_tol=1e-9, abs_tol=a.get("tolerance") or 0.0)
             out["equal" if same else "changed"].append((name, a, b))
     out["moved"].sort(key=lambda item: -abs(item[1]["value"] - item[2]["value"]) / max(allowed(*item[1:]), 1e-12))
     return out

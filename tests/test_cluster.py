@@ -1,12 +1,15 @@
 """run_many on a local Dask cluster: the same histories as the local pool, a killed worker, a wrong address."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 import pytest
 from distributed import Client, LocalCluster
@@ -96,12 +99,14 @@ def test_a_malformed_address_is_refused_at_once_without_dask_noise(tmp_path, cap
     assert capfd.readouterr().err == ""
 
 
-def test_a_scheduler_lost_mid_sweep_is_named(tmp_path, capsys, monkeypatch):
-    """A scheduler and a worker of their own (the module's cluster stays up), the scheduler killed mid-sweep."""
+@contextmanager
+def _own_cluster(tmp_path) -> Iterator[tuple[str, subprocess.Popen, subprocess.Popen]]:
+    """A scheduler and a worker with its nanny of their own on 127.0.0.1 (the module's cluster stays up):
+    (address, scheduler, worker: the nanny, leader of its group), all killed on the way out."""
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
     file = tmp_path / "scheduler.json"
-    scheduler = subprocess.Popen([*dask, "--port", "0", "--no-dashboard", "--scheduler-file", str(file)],
-                                 stderr=subprocess.DEVNULL)
+    scheduler = subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
+                                  str(file)], stderr=subprocess.DEVNULL)
     worker = None
     try:
         deadline = time.monotonic() + 60
@@ -109,27 +114,81 @@ def test_a_scheduler_lost_mid_sweep_is_named(tmp_path, capsys, monkeypatch):
             time.sleep(0.1)
         address = json.loads(file.read_text())["address"]
         worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                                   "--no-dashboard"], stderr=subprocess.DEVNULL)
+                                   "--host", "127.0.0.1", "--no-dashboard"], stderr=subprocess.DEVNULL,
+                                  start_new_session=True)  # its own group: the nanny and its worker killed at once
+        yield address, scheduler, worker
+    finally:
+        scheduler.kill()
+        if worker is not None:
+            with suppress(ProcessLookupError):  # killed already
+                os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=60)
 
-        def kill_once_training() -> None:
-            with Client(address, set_as_default=False) as client:
-                while not any(client.processing().values()) and time.monotonic() < deadline + 60:
-                    time.sleep(0.05)
-                time.sleep(1)
-            scheduler.kill()
 
-        killer = threading.Thread(target=kill_once_training)
-        killer.start()
+def _when_training(address: str, then: Callable[[], None], limit_s: float = 120) -> threading.Thread:
+    """A thread that calls ``then`` a second after the cluster first has a task processing."""
+
+    def wait_then() -> None:
+        deadline = time.monotonic() + limit_s
+        with Client(address, set_as_default=False) as client:
+            while not any(client.processing().values()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1)
+        then()
+
+    thread = threading.Thread(target=wait_then)
+    thread.start()
+    return thread
+
+
+class Records(logging.Handler):
+    """The log records that reach a logger's handlers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_scheduler_lost_mid_sweep_is_named_in_one_line(tmp_path, capfd, monkeypatch):
+    logged = Records()
+    monkeypatch.setattr(logging.getLogger("distributed.client"), "handlers", [logged])  # Dask's stderr handler's
+    with _own_cluster(tmp_path) as (address, scheduler, _):
+        killer = _when_training(address, scheduler.kill)
         monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 2.0)
         code = main(["sweep", "--grid", "seed=0,1,2", "--set", "rounds=50", "--set", "local_steps=100",
                      "--scheduler", address, "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"),
                      "--no-progress"])
         killer.join()
-    finally:
-        scheduler.kill()
-        if worker is not None:
-            worker.kill()
-            worker.wait(timeout=60)
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert [r.getMessage() for r in logged.records] == []  # no 'distributed.client - ERROR' while reconnecting
     assert err.startswith(f"sweep: lost the Dask scheduler at '{address}': 3 runs did not come back"), err
+
+
+def test_a_sweep_whose_workers_all_die_stops_after_the_worker_timeout_keeping_what_came_back(tmp_path, capfd):
+    """The nanny and its worker killed once the first (short) run is stored: one line, exit 2, no hang."""
+    runs = tmp_path / "runs"
+    with _own_cluster(tmp_path) as (address, _, worker):
+        killed: list[float] = []
+
+        def kill_once_one_is_stored() -> None:
+            deadline = time.monotonic() + 120
+            while not list(runs.glob("*.json")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.killpg(worker.pid, signal.SIGKILL)
+            killed.append(time.monotonic())
+
+        killer = _when_training(address, kill_once_one_is_stored)
+        code = main(["sweep", "--grid", "rounds=1,500", "--set", "local_steps=100", "--scheduler", address,
+                     "--worker-timeout", "3", "--out", str(tmp_path / "out"), "--runs-dir", str(runs),
+                     "--no-progress"])
+        stopped = time.monotonic()
+        killer.join()
+    err = capfd.readouterr().err
+    assert code == 2 and killed and stopped - killed[0] < 30 and len(list(runs.glob("*.json"))) == 1
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"sweep: the Dask scheduler at '{address}' (from --scheduler or $FEDCORE_SCHEDULER) has "
+                          "had no worker for 3 s (--worker-timeout)"), err

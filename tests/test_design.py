@@ -90,3 +90,29 @@ def test_the_page_must_be_named_when_a_design_is_in_force(book, monkeypatch):
     monkeypatch.delenv(design.PAGE_ENV)
     with pytest.raises(ConfigError, match="FEDCORE_DESIGN_PAGE must name the page"):
         experiments.seeded(CONFIGS)
+
+
+@pytest.mark.parametrize("seeds", [10**9, design.MAX_SEEDS + 1])
+def test_a_seed_count_beyond_the_bound_is_refused_before_any_run(tmp_path, seeds):
+    path = tmp_path / "design.yml"
+    path.write_text(f"demo: {{bias 0: {seeds}}}\n")
+    with pytest.raises(ConfigError, match=rf"integers in \[1, 1000\]\); .*: page 'demo', series 'bias 0' has {seeds} "):
+        design.read(path)
+    path.write_text(f"demo: {{bias 0: {design.MAX_SEEDS}}}\n")
+    assert design.read(path) == {"demo": {"bias 0": design.MAX_SEEDS}}
+
+
+@pytest.mark.parametrize("content", [b"demo: {a: 1\n  b: [", b"demo: {a: 0}", b"demo: {a: three}", b"[1, 2]",
+                                     bytes(range(256)), b"demo: {a: 1000000000}"])
+def test_a_damaged_design_stops_the_book_build_in_one_line_with_status_2(tmp_path, monkeypatch, capsys, content):
+    from tests.test_book_pages import build_book
+
+    path = tmp_path / "design.yml"
+    path.write_bytes(content)
+    monkeypatch.setattr(build_book, "DESIGN", path)
+    monkeypatch.setattr("sys.argv", ["build_book.py"])
+    monkeypatch.setenv("FEDCORE_THREADS", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        build_book.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith(f"FAILED: {design.DESIGN_ENV} must")

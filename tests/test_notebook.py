@@ -1,8 +1,11 @@
 """Notebook parameters are checked by name and type before any work, by the command and the builder."""
 
 import importlib.util
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,8 @@ from fedcore.config import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 COMPARISON = ROOT / "notebooks" / "bias_comparison.ipynb"
 STRATEGIES = ROOT / "notebooks" / "strategies.ipynb"
+FEDCORE = [sys.executable, "-c", "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                                 "runpy.run_module('fedcore', run_name='__main__')"]  # Ctrl-C as in a terminal
 
 
 def _builder():
@@ -125,3 +130,68 @@ def test_bad_yaml_parameters_and_a_misspelt_one_leave_no_folder_behind(tmp_path,
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and expected in err and err.count("\n") == 1
     assert not (tmp_path / "missing").exists()
+
+
+def _tiny(tmp_path: Path) -> Path:
+    """A notebook with parameters ``seconds``, refused below 0 (ConfigError), a failing cell at 7, else slept,
+    and ``marker``, a file created as the sleep starts."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    parameters = new_code_cell("seconds = 0\nmarker = ''")
+    parameters.metadata["tags"] = ["parameters"]
+    body = new_code_cell("import time\nfrom fedcore.config import ConfigError\nif seconds < 0:\n"
+                         "    raise ConfigError(f'seconds must be >= 0; got {seconds}')\n"
+                         "assert seconds != 7, 'seven'\nif marker:\n    open(marker, 'w').close()\n"
+                         "time.sleep(seconds)")
+    book = new_notebook(cells=[parameters, body])
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(book, path)
+    return path
+
+
+def test_a_value_the_notebook_refuses_writes_nothing_and_creates_no_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "t.ipynb"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["notebook", str(_tiny(tmp_path)), str(out), "-p", "seconds", "-1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.strip().splitlines()[-1].endswith("seconds must be >= 0; got -1 (see "
+                                                                               "--help)")
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_output_is_written_once_executed_or_failed_in_a_cell(tmp_path, capsys):
+    import nbformat
+
+    out = tmp_path / "new" / "t.ipynb"
+    assert main(["notebook", str(_tiny(tmp_path)), str(out), "-p", "seconds", "7"]) == 1
+    assert "failed in cell 3: AssertionError: seven (see " in capsys.readouterr().err
+    assert nbformat.read(out, as_version=4).metadata.papermill.output_path == str(out)
+    assert main(["notebook", str(_tiny(tmp_path)), str(out)]) == 0
+    assert [p.name for p in out.parent.iterdir()] == ["t.ipynb"]  # no temporary file left
+
+
+@pytest.mark.parametrize(("how", "status", "said"), [(signal.SIGINT, 130, "interrupted"),
+                                                     (signal.SIGTERM, 143, "terminated")])
+def test_stopping_a_notebook_is_one_line_and_writes_nothing(tmp_path, how, status, said):
+    out, log = tmp_path / "new" / "t.ipynb", tmp_path / "stderr.txt"
+    marker = tmp_path / "sleeping"
+    cmd = [*FEDCORE, "notebook", str(_tiny(tmp_path)), str(out), "-p", "seconds", "60", "-p", "marker", str(marker)]
+    with log.open("w") as stderr:
+        process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)  # until the kernel sleeps in the notebook's last cell
+        if how == signal.SIGINT:
+            os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+        else:
+            process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == status
+    finally:
+        if process.poll() is None:
+            process.kill()
+    err = log.read_text()
+    lines = [line for line in err.splitlines() if not line.startswith("Executing:") and line.strip()]
+    assert lines == [said] and not (tmp_path / "new").exists()

@@ -125,7 +125,7 @@ def test_a_number_on_other_seeds_is_a_design_change_not_a_comparison(tmp_path, c
     ("[1, 2]", "not an object with a 'build'"), ('{"build": {}, "numbers": []}', "non-empty 'numbers'"),
     ('{"build": {}, "numbers": [{"page": "p", "key": "k", "value": 1}]}', "p::k: kind must be one of"),
     ('{"build": {}, "numbers": [{"page": "p", "key": "k", "kind": "exact", "value": "80"}]}',
-     "p::k: value must be a number; got '80'"),
+     "p::k: value must be a finite number; got '80'"),
     ('{"build": {}, "numbers": [{"page": "p", "key": "k", "kind": "approximate", "value": 1}]}', "needs its tolerance"),
 ])
 def test_compare_refuses_a_file_that_is_not_numbers_json(tmp_path, capsys, text, says):
@@ -160,3 +160,52 @@ def test_compare_lists_a_verdict_that_flipped_even_within_the_intervals(tmp_path
     out = capsys.readouterr().out
     assert status == 1 and "verdicts that flipped:\n  p::diff:" in out and "above 0 -> across 0" in out
     assert "p::steady" not in out and "p::val_acc" not in out and "0 moved" in out
+
+
+def _records(*records: dict) -> str:
+    """numbers.json text holding ``records`` (page p) as they are, NaN and 10**400 included."""
+    return json.dumps({"build": {}, "numbers": [{"page": "p", **r} for r in records]})
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    (_records({"key": "k", **number(float("nan"))}), "p::k: value must be a finite number; got nan"),
+    (_records({"key": "k", **number(80.0, kind="exact"), "value": float("inf")}), "p::k: value must be a finite"),
+    (_records({"key": "k", **number(80.0), "low": float("-inf")}), "p::k: low must be a finite number or null"),
+    (_records({"key": "k", **number(80.0), "value": 10**400}), "p::k: value must be a finite number; got 1000"),
+    (_records({"key": "k", **number(80.0), "high": None}), "p::k: low and high must both be numbers or both null"),
+    (_records({"key": "k", **number(80.0), "low": 82.0}), "p::k: low must not exceed high"),
+    (_records({"key": "k", **{k: v for k, v in number(80.0).items() if k != "seeds"}}),
+     "p::k: estimate needs its seeds, an integer >= 1; got None"),
+    (_records({"key": "k", **number(80.0, kind="difference", seeds=0)}), "p::k: difference needs its seeds"),
+    (_records({"key": "k", **number(1.0, kind="approximate", tolerance=-1.0)}), "p::k: tolerance must be >= 0"),
+    (_records({"key": "k", **number(80.0)}, {"key": "k", **number(81.0)}), "p::k: recorded twice"),
+    ("[" * 200_000 + "]" * 200_000, "maximum recursion depth exceeded"),
+])
+def test_compare_refuses_nan_infinite_duplicate_and_malformed_records(tmp_path, capsys, text, says):
+    good = write(tmp_path / "good.json", {"k": number(80.0)})
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    assert compare_numbers.main([str(bad), good]) == 2
+    assert compare_numbers.main([good, str(bad)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith(f"compare_numbers: {bad}: ") and says in line for line in err)
+    assert len(err[0]) < 400 and captured.out == ""
+
+
+def test_an_exact_nan_against_itself_is_refused_not_changed(tmp_path, capsys):
+    nan = tmp_path / "nan.json"
+    nan.write_text(_records({"key": "steps", **number(float("nan"), kind="exact")}))
+    assert compare_numbers.main([str(nan), str(nan)]) == 2
+    captured = capsys.readouterr()
+    assert "changed" not in captured.out and "p::steps: value must be a finite number" in captured.err
+
+
+def test_moves_are_judged_by_the_reference_resolution_and_tolerance(tmp_path, capsys):
+    reference = {"acc": number(80.0, None, seeds=1), "noise": number(1e-6, kind="approximate", tolerance=1e-5)}
+    coarse = {"acc": number(81.0, None, seeds=1, resolution=10.0),  # its own coarse resolution hides nothing
+              "noise": number(0.5, kind="approximate", tolerance=1.0)}
+    status = compare_numbers.main([write(tmp_path / "a.json", reference), write(tmp_path / "b.json", coarse)])
+    out = capsys.readouterr().out
+    assert status == 1 and "1 moved" in out and "p::acc: 80 (one seed) -> 81 (one seed)" in out
+    assert "exact or approximate numbers that changed:\n  p::noise" in out

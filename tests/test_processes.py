@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -18,6 +19,7 @@ from fedcore.engine import run_federated
 from fedcore.store import RunStore
 
 TIMEOUT_S = 180
+ROOT = Path(__file__).resolve().parent.parent
 TINY = RunConfig(rounds=2, local_epochs=None, local_steps=3, device="cpu")
 WARNING = "UserWarning: fedcore trains in this process only"
 # python -m fedcore with Python's Ctrl-C handler, even where the tests run with SIGINT ignored
@@ -89,6 +91,49 @@ def test_stopping_a_sweep_stops_its_pool_and_leaves_no_process(tmp_path, how, st
     assert not list((tmp_path / "runs").glob("*.json")) and not (tmp_path / "out").exists()
 
 
+def test_children_ignore_ctrl_c_from_their_first_instruction_even_the_first_of_a_process(tmp_path):
+    """In a fresh interpreter (no resource tracker yet, whose start unblocks SIGINT), a spawned child finds
+    SIGINT ignored and blocked before it imports anything; the parent's handler and mask come back."""
+    done = _script(tmp_path, "first_child.py", """\
+        import multiprocessing, signal
+        from fedcore.processes import children_ignore_ctrl_c
+
+        def report(queue):
+            queue.put((signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+                       signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())))
+
+        if __name__ == "__main__":
+            context = multiprocessing.get_context("spawn")
+            queue = context.Queue()
+            with children_ignore_ctrl_c():
+                child = context.Process(target=report, args=(queue,))
+                child.start()
+            print(queue.get(timeout=120), signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+                  signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set()))
+            child.join()
+        """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(True, True) True False"
+
+
+def test_ctrl_c_while_a_runs_worker_processes_start_is_one_line(tmp_path):
+    cmd = [*FEDCORE, "run", "--processes", "2", "--rounds", "60", "--local-steps", "10", "--runs-dir",
+           str(tmp_path / "runs"), "--no-progress"]
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    workers: list[psutil.Process] = []
+    try:
+        workers = _wait_for_workers(process.pid, 1)  # the first is importing torch: Ctrl-C's worst moment
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=TIMEOUT_S)
+    finally:
+        process.kill()
+        gone = _gone(workers)
+    err = process.stderr.read()
+    assert process.returncode == 130 and err.strip() == "interrupted", err  # no child's traceback
+    assert gone
+
+
 def test_a_worker_process_that_dies_is_one_line(tmp_path):
     cmd = [*FEDCORE, "run", "--processes", "2", "--rounds", "1000", "--local-steps", "2", "--runs-dir",
            str(tmp_path / "runs")]
@@ -115,7 +160,8 @@ def test_a_worker_process_that_dies_is_one_line(tmp_path):
 def _script(tmp_path, name: str, code: str) -> subprocess.CompletedProcess:
     path = tmp_path / name
     path.write_text(textwrap.dedent(code))
-    env = {**os.environ, "FEDCORE_RUNS_DIR": str(tmp_path / f"runs-{path.stem}")}
+    env = {**os.environ, "FEDCORE_RUNS_DIR": str(tmp_path / f"runs-{path.stem}"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # this checkout's fedcore
     return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, cwd=tmp_path,
                           timeout=TIMEOUT_S, check=False)
 

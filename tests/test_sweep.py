@@ -1,8 +1,11 @@
 import csv
+import time
 
 import pytest
 
+from fedcore import sweep
 from fedcore.cli import main
+from fedcore.config import ConfigError
 from fedcore.engine import run_federated
 from fedcore.stats import interval
 
@@ -93,6 +96,14 @@ def test_a_failed_run_is_reported_and_the_rest_go_on(trained, tmp_path, capsys):
     assert "failed: bias=1.0, seed=1: RuntimeError: out of memory" in capsys.readouterr().out
 
 
+def test_a_diverged_run_exits_1_after_writing_the_tables(trained, tmp_path, capsys):
+    code = main(["sweep", "--grid", "lr=0.05,1e30", "--set", "rounds=2", "--set", "local_steps=2", "--processes",
+                 "1", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+    assert code == 1
+    assert [r["status"] for r in _rows(tmp_path / "out" / "runs.csv")] == ["ok", "diverged"]
+    assert "diverged: lr=1e+30" in capsys.readouterr().out and (tmp_path / "out" / "rounds.csv").is_file()
+
+
 def test_interval_is_students_t_over_seeds():
     assert interval([1.0, 2.0, 3.0]) == pytest.approx(4.303 / 3**0.5)
     assert interval([0.5]) != interval([0.5])  # nan: no interval from one seed
@@ -174,6 +185,35 @@ def _file(tmp_path, content: bytes):
 def test_a_grid_file_of_the_wrong_shape_or_encoding_is_one_line(trained, tmp_path, capsys, content, named):
     err = _refused(capsys, [_file(tmp_path, content)], tmp_path)
     assert named in err and trained.calls == []
+
+
+BOMB = "".join(f"{n}: &{n} [{', '.join([f'*{p}' if p else '0.5'] * 9)}]\n"  # 9**9 values in 300 bytes
+               for p, n in zip(["", *"abcdefgh"], "abcdefghi", strict=True)).encode()
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (BOMB, "line 2, column 8: aliases (*name) are not allowed in a grid file"),
+        (b"grid: {bias: &b [0.5]}\nfixed: {rounds: *b}\n", "aliases (*name) are not allowed"),
+        (b"grid: {seed: [" + b"1" * 5000 + b"]}\n", "Exceeds the limit (4300 digits)"),
+        (b"grid: {seed: " + b"[" * 5000 + b"]" * 5000 + b"}\n", "maximum recursion depth exceeded"),
+    ],
+)
+def test_alias_bombs_huge_numbers_and_deep_nesting_are_refused_at_once(trained, tmp_path, capsys, content, named):
+    start = time.monotonic()
+    err = _refused(capsys, [_file(tmp_path, content)], tmp_path)
+    assert named in err and len(err) < 400 and time.monotonic() - start < 5  # not 16 s and a GB of repr
+
+
+def test_error_messages_never_build_a_whole_repr():
+    value: object = ["x"] * 9
+    for _ in range(12):  # 9**13 items, shared: a full repr would never finish
+        value = [value] * 9
+    start = time.monotonic()
+    assert len(sweep._short(value)) <= 60 and time.monotonic() - start < 1
+    with pytest.raises(ConfigError, match=r"^seed must be an integer; got \[\[\[.{0,57}\.\.\. \(values to sweep"):
+        sweep.parse_value("seed", value)
 
 
 def test_values_take_their_fields_type_so_keys_do_not_depend_on_the_writing(trained, tmp_path, capsys):
