@@ -22,9 +22,12 @@ KERNELS := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 MKL_CBWR=AVX2 O
 book: $(VENV)/installed fashion-mnist
 	$(KERNELS) $(PY) scripts/build_book.py
 
-# Record the seeds of the pages and series book/design.yml does not list yet, the seed rules deciding (delete the
-# file to record every page anew).
+# The design stage, outside CI: run the remedies' hyperparameter search and write its record, book/search.json
+# (the book's tuning and remedies pages read it; every build retrains a sample of it), then record the seeds of the
+# pages and series book/design.yml does not list yet, the seed rules deciding (delete the file to record every page
+# anew).
 design: $(VENV)/installed fashion-mnist
+	$(KERNELS) $(PY) -m fedcore.search_record --out book/search.json
 	FEDCORE_DESIGN_RECORD=1 $(KERNELS) $(PY) scripts/build_book.py
 
 # Make the last build's numbers the committed reference that every `make book` compares with.

@@ -69,13 +69,14 @@ REMEDIES: dict[str, Remedy] = {
     "fedrs": Remedy("FedRS", "label skew", {"strategy": "fedrs"}, Grid(
         "rs_alpha", (0.01, 0.1, 0.5, 0.9), (0.001,), (),
         "FedRepo's (the FedRS authors' code) alpha 0.1, 0.5, 0.9, and 0.01 below")),
-    "fedlc": Remedy("FedLC", "label skew", {"strategy": "fedlc"}, Grid(
+    "fedlc": Remedy("FedLC (absent classes counted once)", "label skew", {"strategy": "fedlc"}, Grid(
         "lc_tau", (0.1, 0.3, 1.0, 3.0), (0.03,), (10.0,),
         f"around tau 1, the default of FL-bench's and fluke's FedLC, {HALF_DECADES}")),
     "fedntd": Remedy("FedNTD", "label skew", {"strategy": "fedntd", "ntd_temperature": 1.0}, Grid(
         "ntd_beta", (0.1, 0.3, 1.0, 3.0), (0.03,), (10.0,),
         f"around Lee et al. 2022's beta 1 at temperature 1, {HALF_DECADES}")),
-    "fedaws": Remedy("FedAwS", "label skew", {"strategy": "fedaws", "aws_margin": 0.8, "aws_steps": 30}, Grid(
+    "fedaws": Remedy("FedAwS (server-side spreadout)", "label skew",
+                     {"strategy": "fedaws", "aws_margin": 0.8, "aws_steps": 30}, Grid(
         "aws_lr", (0.01, 0.03, 0.1, 0.3), (0.003,), (1.0,),
         f"FedRepo's margin 0.8, 30 steps and learning rates 0.01 and 0.1, {HALF_DECADES}")),
     "fedbabu": Remedy("FedBABU (fixed head)", "label skew", {"strategy": "fedbabu"}),

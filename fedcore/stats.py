@@ -18,7 +18,7 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.045, 2.042)
 
 
-CLOSE = 1.5  # a verdict whose difference is within this many half-widths of 0 is close (Comparison.close)
+CLOSE = 0.5  # a verdict is close where the interval's end nearest 0 lies within this many half-widths of 0
 
 
 def t975(df: int) -> float:
@@ -95,10 +95,11 @@ class Comparison:
 
     @property
     def close(self) -> bool:
-        """Decided, but barely: the interval excludes 0 by less than half its half-width (|mean| < 1.5 half-
-        widths), so that another processor's rounding can move it across 0. More seeds settle it."""
+        """Barely decided or barely undecided: the end of the interval nearest 0 lies within half a half-width of
+        0, on either side (0.5 < |mean| / half-width < 1.5), so that another processor's rounding can move the
+        interval across 0 either way. More seeds settle it. One seed is never close (it decides nothing)."""
         d = self.difference
-        return self.verdict != "indistinguishable" and abs(d.mean) < CLOSE * d.half_width
+        return d.n > 1 and abs(abs(d.mean) - d.half_width) < CLOSE * d.half_width
 
     def sentence(self, a: str, b: str, digits: int = 1, unit: str = " points") -> str:
         """The verdict in words with its numbers, e.g. 'FedAvgM is higher than FedAvg by 8.1 points (95%

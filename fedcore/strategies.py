@@ -249,9 +249,10 @@ class Scaffold(Strategy):
 @dataclass(eq=False)
 class FedRS(Strategy):
     """Li and Zhan 2021, restricted softmax: each worker scales its logit of class c by
-    ``alpha + (1 - alpha) * n_c / max(n)`` from its own class counts (the official code's form; one class per
-    worker: 1 for its class, ``alpha`` for every absent one), so that absent classes are pushed down less.
-    Aggregation as FedAvg; ``alpha=1`` is FedAvg exactly."""
+    ``alpha + (1 - alpha) * n_c / max(n)`` from its own class counts (the form of the authors' code, FedRepo;
+    one class per worker: 1 for its class, ``alpha`` for every absent one), so that absent classes are pushed
+    down less. The authors' classifier has no bias; here the scale multiplies the 2NN's whole logit, its output
+    bias included. Aggregation as FedAvg; ``alpha=1`` is FedAvg exactly."""
 
     name = "fedrs"
     alpha: float
@@ -266,10 +267,12 @@ class FedRS(Strategy):
 
 @dataclass(eq=False)
 class FedLC(Strategy):
-    """Zhang et al. 2022, logit calibration: each worker subtracts ``tau * n_c^(-1/4)`` from its logit of class c
-    (its own count n_c) before the cross-entropy. A class the worker does not hold counts as one sample: the
-    paper's n_c^(-1/4) is infinite there, and at one class per worker an infinite shift would make every local
-    loss zero. Aggregation as FedAvg; ``tau=0`` is FedAvg exactly."""
+    """A variant of Zhang et al. 2022's logit calibration (FedLC), ours: each worker subtracts ``tau * n_c^(-1/4)``
+    from its logit of class c (its own count n_c) before the cross-entropy, and a class the worker does not hold
+    counts as one sample. The paper's n_c^(-1/4) is infinite there (reference implementations give an absent
+    class count 0), and at one class per worker an infinite shift would make every local loss zero. So ``tau``
+    here sets a margin between a held class (about 5,400 images: shift 0.12 tau) and an absent one (shift tau) of
+    about 0.88 tau, not the paper's calibration. Aggregation as FedAvg; ``tau=0`` is FedAvg exactly."""
 
     name = "fedlc"
     tau: float
@@ -320,9 +323,12 @@ def spread_out(weight: torch.Tensor, margin: float, steps: int, lr: float) -> to
 
 @dataclass(eq=False)
 class FedAwS(Strategy):
-    """Yu et al. 2020, federated averaging with spreadout: after FedAvg's average, the manager pushes the output
-    layer's class rows apart (``spread_out``: ``margin``, ``steps``, ``lr``), as the workers, each holding only
-    its positive class, cannot. ``steps=0`` is FedAvg exactly."""
+    """FedRepo's variant of Yu et al. 2020's federated averaging with spreadout: the workers train as in FedAvg
+    (softmax over every class), and after the average the manager pushes the output layer's class rows apart
+    (``spread_out``: ``margin``, ``steps``, ``lr``). Yu et al. train from positive labels only (a worker's loss
+    sees its own class alone), which is not built here. At FedRepo's margin 0.8 the penalty never reaches zero:
+    the mean pairwise cosine of ten rows is at least -1/9, so their mean cosine distance is at most 5/9 < 0.8,
+    and ``lr`` acts as the strength of a push that never stops. ``steps=0`` is FedAvg exactly."""
 
     name = "fedaws"
     head: Head

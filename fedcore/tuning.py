@@ -11,6 +11,9 @@ remedy, the value with the highest validation accuracy averaged over the last ``
 the tuning seeds (a diverged seed counts at chance); ties go to the smaller value. A choice on an edge of the
 grid extends it by the next value on that side (``Grid.below``/``above``), run at full length, until the
 choice is inside or the extensions run out.
+
+The search runs in ``make design``, apart from the book's build: ``fedcore.search_record`` keeps its runs'
+validation histories and its choices in the committed record that the book's pages read.
 """
 
 from __future__ import annotations
@@ -143,12 +146,6 @@ def search(scenario: str) -> dict[str, Search]:
     return found
 
 
-def chosen(scenario: str) -> dict[str, dict[str, object]]:
-    """Every method's changes to ``base(scenario)``: the untuned as defined, the tuned at their chosen value."""
-    found = search(scenario)
-    return {m: r.setting(found[m].chosen.value if m in found else None) for m, r in REMEDIES.items()}
-
-
 def best_of(series: dict[str, list[RunResult]], family: str) -> str | None:
     """The method of a family (fedcore.remedies) with the highest mean final test accuracy, if any is here."""
     members = [m for m in series if REMEDIES[m].family == family]
@@ -176,11 +173,12 @@ def wanted(series: dict[str, list[RunResult]], methods: Sequence[str]) -> dict[s
     return counts
 
 
-def comparison(scenario: str, methods: Sequence[str]) -> dict[str, list[RunResult]]:
-    """Each method at its chosen setting over the seeds ``wanted`` asks for (SEEDS each, then more where a verdict
-    is close), trained together where missing. In the book's build the design (fedcore.design) pins each
-    method's seeds instead, and a method whose rules would now ask for more says so in the design log."""
-    settings = chosen(scenario)
+def comparison(scenario: str, methods: Sequence[str], settings: dict[str, dict[str, object]],
+               ) -> dict[str, list[RunResult]]:
+    """Each method at its setting (``settings``: the search record's choices, ``search_record.chosen``) over the
+    seeds ``wanted`` asks for (SEEDS each, then more where a verdict is close), trained together where missing.
+    In the book's build the design (fedcore.design) pins each method's seeds instead, and a method whose rules
+    would now ask for more says so in the design log."""
     start = base(scenario)
     configs = {m: start.replace(**settings[m]) for m in methods}
     counts = design.pinned(configs)

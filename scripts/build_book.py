@@ -15,6 +15,11 @@ Every page runs the seeds the committed design ``book/design.yml`` pins for it (
 would now ask for more, the design log printed at the end says so. With $FEDCORE_DESIGN_RECORD=1 (``make
 design``) the pages the design does not list are executed with the rules deciding, and the design records
 them; the pages it lists keep their seeds.
+
+The remedies' hyperparameter search is not run here: ``make design`` runs it and commits its record,
+``book/search.json`` (fedcore.search_record), which the tuning and remedies pages read. Before any notebook,
+the build checks the record against the code and retrains a sample of its runs, stopping in one line where one
+differs by a bit.
 Seconds per notebook and in total are printed at the end.
 
     python scripts/build_book.py            # notebooks, then jupyter-book build with warnings as errors
@@ -41,7 +46,7 @@ import papermill
 import torch
 import yaml
 
-from fedcore import design, experiments, notebook, report
+from fedcore import design, experiments, notebook, report, search_record
 from fedcore.config import ConfigError, RunConfig
 from fedcore.store import write_atomic
 from fedcore.version import engine_fingerprint
@@ -51,6 +56,7 @@ MANIFEST = ROOT / "book" / "manifest.yml"
 OUTPUT_DIR = ROOT / "book" / "notebooks"
 FIGURES_DIR = OUTPUT_DIR / "figures"
 DESIGN = ROOT / "book" / "design.yml"
+SEARCH_RECORD = ROOT / "book" / "search.json"
 REFERENCE = ROOT / "book" / "numbers.json"
 DESIGN_LOG = ROOT / "_build" / "design.log"
 NUMBERS = ROOT / "_build" / "html" / "numbers.json"
@@ -62,9 +68,11 @@ def load_manifest(path: Path = MANIFEST) -> list[dict]:
 
 
 def code_hash() -> str:
+    """What every page reads besides its notebook: fedcore's sources and the search record."""
     digest = hashlib.sha256()
-    for source in sorted((ROOT / "fedcore").glob("*.py")):
-        digest.update(source.read_bytes())
+    for source in [*sorted((ROOT / "fedcore").glob("*.py")), SEARCH_RECORD]:
+        if source.exists():
+            digest.update(source.read_bytes())
     return digest.hexdigest()
 
 
@@ -184,6 +192,21 @@ def build_info(standard: RunConfig) -> dict[str, object]:
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def verify_search_record(path: Path = SEARCH_RECORD) -> str:
+    """Check the search record against the code and retrain a sample of its runs, bit for bit
+    (fedcore.search_record); exits in one line naming what differs. The line to print in the build times."""
+    start = time.perf_counter()
+    try:
+        picked = search_record.check(path)
+    except (ConfigError, search_record.RecordMismatch) as err:
+        sys.exit(f"FAILED: {err}")
+    print(f"search record {path.relative_to(ROOT)}: {len(picked)} sampled runs equal the record bit for bit:",
+          flush=True)
+    for p in picked:
+        print(f"  {p}")
+    return f"{time.perf_counter() - start:.1f} s ({len(picked)} runs)"
+
+
 def compare_with_reference(reference: Path = REFERENCE, numbers: Path = NUMBERS) -> bool:
     """Print the comparison of this build's numbers with the reference; whether they agree."""
     compare_numbers = ROOT / "scripts" / "compare_numbers.py"
@@ -207,12 +230,13 @@ def main() -> None:
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     DESIGN_LOG.parent.mkdir(parents=True, exist_ok=True)
     DESIGN_LOG.unlink(missing_ok=True)
-    os.environ |= {design.DESIGN_ENV: str(DESIGN), design.LOG_ENV: str(DESIGN_LOG)}
+    os.environ |= {design.DESIGN_ENV: str(DESIGN), design.LOG_ENV: str(DESIGN_LOG),
+                   search_record.RECORD_ENV: str(SEARCH_RECORD)}
     entries = load_manifest()
     check_parameters(entries)
-    prints = fingerprints(entries, code_hash(), seeds)
-    times: list[tuple[str, str]] = []
     start = time.perf_counter()
+    times: list[tuple[str, str]] = [("search record, sampled", verify_search_record())]
+    prints = fingerprints(entries, code_hash(), seeds)
     for entry in entries:
         output = OUTPUT_DIR / f"{entry['output']}.ipynb"
         unlisted = recording and entry["output"] not in seeds

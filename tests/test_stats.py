@@ -43,6 +43,9 @@ def test_paired_verdicts_need_the_interval_to_exclude_zero():
     assert not paired(a, b).close  # 10 points, interval 8.7 to 11.3: far from 0
     barely = paired([3.0, 2.0, 1.0, 1.0, 6.0], [0.0] * 5)  # 2.6 points, interval 0.03 to 5.2
     assert barely.verdict == "higher" and barely.close and not noisy.close
+    almost = paired([3.0, 2.0, 0.0, 1.0, 6.0], [0.0] * 5)  # 2.4 points, interval -0.5 to 5.3: barely undecided
+    assert almost.verdict == "indistinguishable" and almost.close
+    assert not paired([3.0], [0.0]).close  # one seed decides nothing, so nothing is close
     # pairing removes what the seeds share: unpaired these intervals overlap
     shared = [0.5, 0.7, 0.9]
     assert paired([s + 0.01 for s in shared], shared).verdict == "higher"

@@ -80,7 +80,6 @@ def test_successive_halving_continues_the_better_half_and_chooses_on_the_full_le
     going_on = [(mu, r) for mu, r, o in calls if o == {"resume_from": 25}]
     assert rung == [(mu, 25) for mu in (0.01, 0.1, 1.0, 10.0) for _ in range(tuning.TUNING_SEEDS)]
     assert going_on == [(mu, 50) for mu in (0.1, 1.0) for _ in range(tuning.TUNING_SEEDS)]
-    assert tuning.chosen("standard")["toy"] == {"strategy": "fedprox", "mu": 1.0}
 
 
 def test_a_choice_on_an_edge_extends_the_grid_until_it_is_inside_or_the_extensions_run_out(monkeypatch):
@@ -124,14 +123,16 @@ def fake_training(monkeypatch, finals: dict[str, list[float]]) -> list[tuple[str
         return [fake(finals[c.strategy][c.seed] if c.seed < len(finals[c.strategy]) else 0.8) for c, _ in jobs]
 
     monkeypatch.setattr(experiments, "run_many", run_many)
-    monkeypatch.setattr(tuning, "chosen", lambda scenario: {m: r.setting(r.grid.values[0] if r.grid else None)
-                                                            for m, r in REMEDIES.items()})
     return asked
+
+
+# Every method's setting at the first value of its grid (the comparison takes the settings the record chose).
+SETTINGS = {m: r.setting(r.grid.values[0] if r.grid else None) for m, r in REMEDIES.items()}
 
 
 def test_every_method_runs_five_seeds(monkeypatch):
     asked = fake_training(monkeypatch, {"fedavg": [0.7, 0.8, 0.9], "scaffold": [0.7, 0.8, 0.9], "fedadam": [0.8] * 3})
-    series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam"])
+    series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam"], SETTINGS)
     assert {m: len(rs) for m, rs in series.items()} == dict.fromkeys(("fedavg", "scaffold", "fedadam"), 5)
     assert asked == [(m, s) for m in ("fedavg", "scaffold", "fedadam") for s in range(5)]
 
@@ -144,7 +145,7 @@ def test_a_close_verdict_runs_both_methods_on_more_seeds(monkeypatch):
               "fedrs": [a + 0.10 for a in fedavg]}  # clearly above FedAvg, but barely above FedAdam: close
     finals["fedrs"] = [a + d for a, d in zip(finals["fedadam"], [0.03, 0.02, 0.01, 0.01, 0.06], strict=True)]
     asked = fake_training(monkeypatch, finals)
-    series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam", "fedrs"])
+    series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam", "fedrs"], SETTINGS)
     n = tuning.CLOSE_SEEDS
     assert {m: len(rs) for m, rs in series.items()} == {"fedavg": n, "scaffold": n, "fedadam": n, "fedrs": n}
     assert sorted(asked[4 * 5:]) == sorted((m, s) for m in ("fedavg", "scaffold", "fedadam", "fedrs")
@@ -160,7 +161,7 @@ def test_in_the_book_the_design_pins_each_methods_seeds_and_logs_what_the_rules_
     monkeypatch.setenv(design.DESIGN_ENV, str(path))
     monkeypatch.setenv(design.PAGE_ENV, "remedies")
     monkeypatch.setenv(design.LOG_ENV, str(log))
-    series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam"])
+    series = tuning.comparison("standard", ["fedavg", "scaffold", "fedadam"], SETTINGS)
     assert {m: len(rs) for m, rs in series.items()} == {"fedavg": 5, "scaffold": 5, "fedadam": 6}
     assert sorted(asked) == sorted([(m, s) for m in ("fedavg", "scaffold") for s in range(5)]
                                    + [("fedadam", s) for s in range(6)])
