@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from fedcore import design
 from fedcore.config import RunConfig
-from fedcore.experiments import STANDARD, over_seeds, paired_runs, require, seed_values, summarize
+from fedcore.experiments import over_seeds, paired_runs, require, seed_values, standard, summarize
 from fedcore.remedies import REMEDIES, tuned
 from fedcore.results import RunResult
 from fedcore.runner import run_many
@@ -54,7 +54,7 @@ def base(scenario: str) -> RunConfig:
     """The configuration every method of a scenario starts from: full bias, validation held out, no worker
     scoring."""
     check_scenario(scenario)
-    return STANDARD.replace(bias=1.0, eval_workers=0, validation=VALIDATION, **SCENARIOS[scenario])
+    return standard().replace(bias=1.0, eval_workers=0, validation=VALIDATION, **SCENARIOS[scenario])
 
 
 def rung_rounds(scenario: str) -> int:

@@ -147,7 +147,7 @@ def test_the_book_threads_come_from_the_environment(monkeypatch):
     assert book_threads() == 2
     for bad in ("0", "two", "-1"):
         monkeypatch.setenv("FEDCORE_THREADS", bad)
-        with pytest.raises(ConfigError, match=r"\$FEDCORE_THREADS must be an integer >= 1"):
+        with pytest.raises(ConfigError, match=r"\$FEDCORE_THREADS must be an integer in \[1, 1024\]"):
             book_threads()
 
 
