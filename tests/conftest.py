@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -31,3 +33,19 @@ def toy() -> Dataset:
 def mnist() -> Dataset:
     """Real MNIST from $FEDCORE_DATA_DIR (CI: ../shared/data); a missing copy fails, never skips."""
     return datasets.load("mnist")
+
+
+def unreadable(monkeypatch: pytest.MonkeyPatch, root: Path) -> Path:
+    """``root``/MNIST/raw, made, whose files refuse to be looked at (PermissionError), as a folder of mode 000
+    does for another user: tests run as root, where chmod stops nothing. Returns the folder."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    stat = Path.stat
+
+    def refused(self: Path, *args: object, **kwargs: object) -> object:
+        if raw in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refused)
+    return raw

@@ -12,6 +12,8 @@ from fedcore import experiments
 from fedcore.cli import config_from, main, parser
 from fedcore.config import RunConfig
 
+from .conftest import unreadable
+
 
 def test_help_documents_every_option_with_its_default():
     text = parser()._subparsers._group_actions[0].choices["run"].format_help()
@@ -58,6 +60,17 @@ def no_training(monkeypatch):
         raise AssertionError("trained although the input was bad")
 
     monkeypatch.setattr("fedcore.runner.KINDS", {"federated": forbidden, "centralized": forbidden})
+
+
+@pytest.fixture
+def calls(monkeypatch, toy) -> list:
+    """Training on the small synthetic data; the configurations trained, in order."""
+    from fedcore.engine import run_federated
+
+    trained = []
+    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": lambda c, progress: trained.append(c) or
+                                                 run_federated(c, progress=False, data=toy)})
+    return trained
 
 
 def _fails(capsys, argv: list[str]) -> str:
@@ -153,16 +166,7 @@ def test_a_damaged_data_file_exits_2_naming_it(tmp_path, capsys, mnist, no_train
 
 def test_unreadable_data_exits_2_naming_it(monkeypatch, tmp_path, capsys, no_training):
     """Issue 22, item 13: a data folder that cannot be read (chmod 000; mimicked, as root reads anything)."""
-    raw = tmp_path / "data" / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    stat = Path.stat
-
-    def refused(self, *args, **kwargs):
-        if raw in self.parents:
-            raise PermissionError(13, "Permission denied", str(self))
-        return stat(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "stat", refused)
+    raw = unreadable(monkeypatch, tmp_path / "data")
     err = _fails(capsys, ["run", "--data-dir", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs")])
     assert err.startswith("python -m fedcore run: error: --data-dir must hold the mnist dataset: ")
     assert str(raw) in err and "Permission denied" in err
@@ -195,27 +199,17 @@ def test_standard_uses_the_reports_runs():
     assert (config_from(args).local_epochs, config_from(args).local_steps) == (2, None)
 
 
-def test_force_retrains(tmp_path, monkeypatch, toy):
-    from fedcore.engine import run_federated
-
-    calls = []
-    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": lambda c, progress: calls.append(c) or
-                                                 run_federated(c, progress=False, data=toy)})
+def test_force_retrains(tmp_path, calls):
     argv = ["run", "--rounds", "1", "--local-steps", "2", "--runs-dir", str(tmp_path), "--no-progress"]
     assert main(argv) == 0 and main(argv) == 0 and len(calls) == 1
     assert main([*argv, "--force"]) == 0 and len(calls) == 2
 
 
-def test_a_read_only_store_serves_the_runs_it_holds_and_refuses_only_training(tmp_path, monkeypatch, capsys, toy):
+def test_a_read_only_store_serves_the_runs_it_holds_and_refuses_only_training(tmp_path, monkeypatch, capsys, calls):
     """Issue 22, item 15: reading needs no write; a run to train (missing, or --force) is refused in one line."""
     import errno
     import tempfile
 
-    from fedcore.engine import run_federated
-
-    calls = []
-    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": lambda c, progress: calls.append(c) or
-                                                 run_federated(c, progress=False, data=toy)})
     runs = tmp_path / "runs"
     argv = ["run", "--rounds", "1", "--local-steps", "2", "--runs-dir", str(runs), "--no-progress"]
     sweep = ["sweep", "--grid", "seed=0", "--set", "rounds=1", "--set", "local_steps=2", "--processes", "1",
@@ -238,13 +232,8 @@ def test_a_read_only_store_serves_the_runs_it_holds_and_refuses_only_training(tm
 
 @pytest.mark.parametrize("damage", [lambda row: row.pop("test_accuracy"), lambda row: row.update(test_loss="0.3")],
                          ids=["no test_accuracy", "test_loss a string"])
-def test_a_stored_run_with_a_damaged_last_round_is_trained_again(tmp_path, monkeypatch, capsys, toy, damage):
+def test_a_stored_run_with_a_damaged_last_round_is_trained_again(tmp_path, monkeypatch, capsys, calls, damage):
     """Issue 22, item 8: no KeyError or format error from the summary line: the run trains again."""
-    from fedcore.engine import run_federated
-
-    calls = []
-    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": lambda c, progress: calls.append(c) or
-                                                 run_federated(c, progress=False, data=toy)})
     argv = ["run", "--rounds", "1", "--local-steps", "2", "--runs-dir", str(tmp_path), "--no-progress"]
     assert main(argv) == 0
     [path] = tmp_path.glob("*.json")
@@ -298,15 +287,10 @@ def test_a_bad_fedcore_threads_stops_the_book_build_in_one_line_before_any_noteb
     assert done.stderr.strip() == "FAILED: $FEDCORE_THREADS must be an integer in [1, 1024]; got '0'"
 
 
-def test_a_full_disk_is_refused_before_training_or_named_in_one_line(tmp_path, capsys, monkeypatch, toy):
+def test_a_full_disk_is_refused_before_training_or_named_in_one_line(tmp_path, capsys, monkeypatch, calls):
     import errno
     import shutil
 
-    from fedcore.engine import run_federated
-
-    calls = []
-    monkeypatch.setattr("fedcore.runner.KINDS", {"federated": lambda c, progress: calls.append(c) or
-                                                 run_federated(c, progress=False, data=toy)})
     runs = tmp_path / "runs"
     argv = ["run", "--rounds", "1", "--local-steps", "2", "--runs-dir", str(runs), "--no-progress"]
     with monkeypatch.context() as patch:

@@ -8,6 +8,8 @@ from fedcore import data
 from fedcore.config import ConfigError
 from fedcore.data import holdout
 
+from .conftest import unreadable
+
 
 def test_mnist_is_normalised_in_memory(mnist):
     assert mnist.train_x.shape == (60_000, 1, 28, 28) and mnist.test_x.shape == (10_000, 1, 28, 28)
@@ -141,16 +143,7 @@ def test_checksums_are_checked_once_per_file_per_process(tmp_path, mnist):
 def test_an_unreadable_data_folder_is_named(monkeypatch, tmp_path):
     """Issue 22, item 13: data/MNIST/raw with mode 000 gave a PermissionError traceback. The test runs as root on
     CI, where chmod stops nothing: the folder's files refuse to be looked at, as they do for other users."""
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    stat = Path.stat
-
-    def refused(self, *args, **kwargs):
-        if raw in self.parents:
-            raise PermissionError(13, "Permission denied", str(self))
-        return stat(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "stat", refused)
+    raw = unreadable(monkeypatch, tmp_path)
     with pytest.raises(data.DataUnreadableError) as err:
         data.load("mnist", tmp_path)
     assert str(raw) in str(err.value) and "Permission denied" in str(err.value) and "--data-dir" in str(err.value)
