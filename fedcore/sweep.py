@@ -31,7 +31,6 @@ import math
 import reprlib
 import statistics
 import sys
-import typing
 from collections.abc import Callable, Sequence
 from itertools import product
 from pathlib import Path
@@ -39,7 +38,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from fedcore.config import ConfigError, RunConfig, with_local_work
+from fedcore.config import FIELD_TYPES, ConfigError, RunConfig, with_local_work
 from fedcore.executors import WORKER_TIMEOUT_S, SchedulerError, check_address, scheduler_address
 from fedcore.results import RunResult
 from fedcore.runner import completed
@@ -47,7 +46,6 @@ from fedcore.stats import interval
 from fedcore.store import RunStore, WriteError, check_free, check_writable, write_atomic
 
 FIELDS = [f.name for f in dataclasses.fields(RunConfig)]
-HINTS = typing.get_type_hints(RunConfig)
 KINDS = ("federated", "centralized")
 ROUND_COLUMNS = ("round", "test_loss", "test_accuracy", "lr", "samples", "seconds")
 MAX_RUNS = 10_000  # the largest grid run without --max-runs
@@ -117,18 +115,11 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def field_type(field: str) -> tuple[type, bool]:
-    """A RunConfig field's type and whether it may be None, from its annotation (``int | None``: int, True)."""
-    hint = HINTS[field]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return (args[0] if args else hint), bool(typing.get_args(hint))
-
-
 def parse_value(field: str, value: object) -> object:
     """A setting as its field's type: text is converted (``1e-3`` and ``1`` are floats for a float field, an
     optional field takes none/null, batch_size also 'full'), a YAML value checked (an int is a float for a
     float field, never the reverse); ConfigError naming the field otherwise."""
-    kind, optional = field_type(field)
+    kind, optional = FIELD_TYPES[field]
     allowed = TYPE_NAMES[kind] + (" or none" if optional else "") + (" or full" if field == "batch_size" else "")
     words = (*NONE_WORDS, "full") if field == "batch_size" else NONE_WORDS
     if isinstance(value, str) and optional and value.strip().lower() in words:
@@ -155,7 +146,7 @@ def expand(field: str, values: object) -> tuple[Sequence[object], list[object]]:
     """The values of a swept field, each once, and those listed more than once: a list, a comma-separated
     string, or 'a..b' (the integers a to b, an integer field's; a range, not a list, however large)."""
     if isinstance(values, str) and ".." in values:
-        kind, _ = field_type(field)
+        kind, _ = FIELD_TYPES[field]
         if kind is not int:
             raise ConfigError(f"{field} must be swept by a list of values: a..b counts integers, and {field} "
                               f"is not an integer field; got {values!r} (e.g. {field}=0,0.5,1)", param=field)
