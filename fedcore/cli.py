@@ -150,7 +150,8 @@ def run_command(args: argparse.Namespace) -> int:
         config = config_from(args)
         if args.out is not None:
             check_writable(args.out, "out", folder=False)
-        check(config, args.kind, store, force=args.force)
+        if args.force or store.get(config, args.kind) is None:  # it trains: check what training needs
+            check(config, args.kind, store)
     except ConfigError as err:
         args.command_parser.error(option_error(err))
     try:

@@ -54,7 +54,7 @@ def run(
     store = store or RunStore()
     result = None if force else store.get(config, kind)
     if result is None:
-        check(config, kind, store, force=True)  # the store holds no such run (or force): it trains
+        check(config, kind, store)
         started = time.time()
         result = train(config, kind, progress, store.shorter(config, resume_from) if resume_from else None)
         store.put(result, checkpoint=keep_checkpoint)
@@ -73,16 +73,14 @@ def train(config: RunConfig, kind: str, progress: bool, start: RunResult | None 
         return err.result
 
 
-def check(config: RunConfig, kind: str, store: RunStore, force: bool = False) -> None:
+def check(config: RunConfig, kind: str, store: RunStore) -> None:
     """Check, before any training, what would otherwise fail during it: the store's folder is writable and
     has room for the run, the device exists, the data load (whole files), the allocation gives every
     worker data and the machine has the memory and open files the run needs (fedcore.limits). Raises
     ConfigError naming the parameter (``runs_dir``, ``device``, ``data_dir``, ``workers``, ``local_steps``, ...).
-    A run the store holds needs none of it (a read-only store serves it), unless ``force`` trains it again."""
+    Only a run that trains needs it: a run the store holds is served without (a read-only store serves it)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
-    if not force and store.get(config, kind) is not None:
-        return
     store.check_writable()
     device = resolve_device(config.device)
     try:
@@ -162,7 +160,7 @@ def completed(
     store.check_writable()
     if address is None:  # a cluster's workers hold the data; here, check each run before any trains
         for i in missing:
-            check(*jobs[i], store, force=True)  # missing: it trains
+            check(*jobs[i], store)
     store.check_room([jobs[i] for i in missing])
     threads = max(jobs[i][0].threads for i in missing)  # one pool task per core's worth of threads
     pool_size = processes or max(1, (os.cpu_count() or 1) // threads)
