@@ -77,7 +77,14 @@ def _grid(remedy: str) -> dict[str, object]:
 
 def config_of(scenario: str, remedy: str, value: float, seed: int, rounds: int) -> RunConfig:
     """The configuration of one tuning run."""
-    return tuning.base(scenario).replace(**REMEDIES[remedy].setting(value), seed=seed, rounds=rounds)
+    return tuning.trial_config(scenario, remedy, value).replace(seed=seed, rounds=rounds)
+
+
+def _settings(scenario: str) -> dict[str, object]:
+    """What the record must match of how a scenario is searched: base configuration, seeds, rung, rounds, window."""
+    return {"base": tuning.base(scenario).experiment(), "seeds": list(range(tuning.TUNING_SEEDS)),
+            "rung_rounds": tuning.rung_rounds(scenario), "rounds": tuning.base(scenario).rounds,
+            "last": tuning.LAST}
 
 
 def _run_entry(result: RunResult) -> dict[str, object]:
@@ -91,9 +98,7 @@ def _scenario_entry(scenario: str, found: dict[str, tuning.Search]) -> dict[str,
         trials = [{"value": t.value, "extension": t.extension, "rung": [_run_entry(r) for r in t.rung],
                    "full": None if t.full is None else [_run_entry(r) for r in t.full]} for t in s.trials]
         remedies[m] = {**_grid(m), "chosen": s.chosen.value, "trials": trials}
-    return {"base": tuning.base(scenario).experiment(), "seeds": list(range(tuning.TUNING_SEEDS)),
-            "rung_rounds": tuning.rung_rounds(scenario), "rounds": tuning.base(scenario).rounds,
-            "last": tuning.LAST, "remedies": remedies}
+    return {**_settings(scenario), "remedies": remedies}
 
 
 def derive() -> dict[str, object]:
@@ -135,10 +140,7 @@ def _recorded(scenario: str, remedy: str, value: float, run: dict[str, object]) 
 
 def _searches(path: Path, scenario: str, entry: dict[str, object]) -> dict[str, tuning.Search]:
     """A scenario's searches rebuilt from its record, checked against the code and against its own choices."""
-    expected = {"base": tuning.base(scenario).experiment(), "seeds": list(range(tuning.TUNING_SEEDS)),
-                "rung_rounds": tuning.rung_rounds(scenario), "rounds": tuning.base(scenario).rounds,
-                "last": tuning.LAST}
-    for name, want in expected.items():
+    for name, want in _settings(scenario).items():
         if entry.get(name) != want:
             raise _fail(path, f"scenario {scenario!r} was searched with {name} {entry.get(name)!r}, the code says "
                               f"{want!r}")

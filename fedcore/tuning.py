@@ -57,6 +57,11 @@ def base(scenario: str) -> RunConfig:
     return standard().replace(bias=1.0, eval_workers=0, validation=VALIDATION, **SCENARIOS[scenario])
 
 
+def trial_config(scenario: str, remedy: str, value: float) -> RunConfig:
+    """The configuration of a remedy at grid value ``value`` in a scenario (seed 0, full rounds)."""
+    return base(scenario).replace(**REMEDIES[remedy].setting(value))
+
+
 def rung_rounds(scenario: str) -> int:
     """The rounds every grid value runs before the worse half is dropped."""
     return base(scenario).rounds // RUNG
@@ -120,8 +125,7 @@ def _runs(configs: dict[tuple[str, float], RunConfig], **options: object) -> dic
 def _trials(scenario: str, values: dict[str, list[float]], extension: bool) -> dict[str, list[Trial]]:
     """New trials of each remedy's values: at the rung (checkpoints kept), then every one continued (an
     extension), or (a grid) only the better half by the rung's score."""
-    start = base(scenario)
-    config = {(m, v): start.replace(**REMEDIES[m].setting(v)) for m, vs in values.items() for v in vs}
+    config = {(m, v): trial_config(scenario, m, v) for m, vs in values.items() for v in vs}
     rung = _runs({k: c.replace(rounds=rung_rounds(scenario)) for k, c in config.items()}, keep_checkpoints=True)
     trials = {m: [Trial(v, rung[(m, v)], extension=extension) for v in vs] for m, vs in values.items()}
     going_on = {}
