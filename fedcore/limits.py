@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from fedcore.config import ConfigError, RunConfig
-from fedcore.metrics import EVAL_CHUNK
 from fedcore.models import build
 from fedcore.parallel import worker_processes
 from fedcore.training import steps_for
 
 FLOAT, INDEX = 4, 8  # bytes of a float32 and of an int64
+EVAL_CHUNK = 10_000  # test images scored at once: fedcore.metrics.evaluate's default chunk
 IMAGE = (1, 28, 28)  # both datasets' images
 FILE_RESERVE = 32  # descriptors a process holds besides the shared tensors: libraries, pipes, standard streams
 CGROUP_MEMORY = Path("/sys/fs/cgroup/memory.max")  # a container's limit (cgroup v2), where there is one

@@ -17,12 +17,9 @@ class Evaluation:
     predicted: list[int]  # how many images the model assigns to each class
 
 
-EVAL_CHUNK = 10_000  # images scored at once
-
-
 @torch.inference_mode()
 def evaluate(
-    module: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int = 10, chunk: int = EVAL_CHUNK
+    module: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int = 10, chunk: int = 10_000
 ) -> Evaluation:
     """Mean cross-entropy, accuracy and per-class figures of ``module`` on (x, y)."""
     loss = torch.zeros((), device=x.device)
