@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export FEDCORE_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: book design numbers-reference test test-avx2 check-book benchmark benchmark-flower clean fashion-mnist
+.PHONY: book design plan numbers-reference test test-avx2 check-book benchmark benchmark-flower clean fashion-mnist
 
 $(VENV)/installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,15 @@ book: $(VENV)/installed fashion-mnist
 # The design stage, outside CI: run the remedies' hyperparameter search and write its record, book/search.json
 # (the book's tuning and remedies pages read it; every build retrains a sample of it), then record the seeds of the
 # pages and series book/design.yml does not list yet, the seed rules deciding (delete the file to record every page
-# anew).
+# anew), and the runs every page asks for, book/plan.json.
 design: $(VENV)/installed fashion-mnist
 	$(KERNELS) $(PY) -m fedcore.search_record --out book/search.json
 	FEDCORE_DESIGN_RECORD=1 $(KERNELS) $(PY) scripts/build_book.py
+
+# Make the runs the last build's pages asked for the committed plan that every `make book` trains first.
+plan:
+	@test -s _build/plan.json || { echo "no _build/plan.json: run make book first"; exit 2; }
+	cp _build/plan.json book/plan.json
 
 # Make the last build's numbers the committed reference that every `make book` compares with.
 numbers-reference:

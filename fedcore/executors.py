@@ -16,14 +16,19 @@ is said once, by the caller). The cluster path needs the ``cluster`` extra (dask
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedcore.processes import child_started
@@ -213,3 +218,31 @@ def executor(processes: int, address: str | None, worker_timeout: float = WORKER
             pool.shutdown(wait=False)  # cancels what is left
     finally:
         close(client)
+
+
+@contextmanager
+def command_line_cluster(folder: Path, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen, subprocess.Popen]]:
+    """A Dask scheduler and ``workers`` one-thread worker processes started as Dask's command line starts them
+    (``dask scheduler``, ``dask worker --nworkers``) on 127.0.0.1, with the scheduler's file in ``folder``:
+    (address, the scheduler's process, the workers' leader, whose process group holds every nanny and worker).
+    All are killed on the way out. The workers inherit this process's environment ($FEDCORE_DATA_DIR, kernels)."""
+    file = folder / "scheduler.json"
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", "0", "--no-dashboard", "--scheduler-file", str(file)],
+                                 stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads(file.read_text())["address"]
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers",
+                                   str(workers), "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
+                                  stderr=subprocess.DEVNULL, start_new_session=True)  # one group: killed at once
+        yield address, scheduler, worker
+    finally:
+        scheduler.kill()
+        if worker is not None:
+            with suppress(ProcessLookupError):  # killed already
+                os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=60)

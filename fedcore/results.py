@@ -62,6 +62,7 @@ class RunResult:
     allocation: list[list[int]] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)
     diverged: str | None = None  # why training stopped early (the loss became NaN or infinite), else None
+    wall_seconds: float | None = None  # the whole run's seconds, setup and scoring included, where timed
     checkpoint: Checkpoint | None = field(default=None, repr=False, compare=False)  # in memory only
 
     def column(self, name: str, table: str = "rounds") -> list:
@@ -109,6 +110,7 @@ class RunResult:
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "kind": str, "key": str, "config": dict, "versions": dict, "rounds": list, "classes": list,
     "workers": list, "allocation": list, "confusion": list, "diverged": (str, type(None)),
+    "wall_seconds": (float, int, type(None)),
 }
 
 # The columns of each kind's 'rounds' table that callers read, by JSON type (float: any finite number); with

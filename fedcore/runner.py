@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fedcore import data as datasets
-from fedcore import limits
+from fedcore import limits, request_log
 from fedcore.config import ConfigError, RunConfig
 from fedcore.engine import (
     TrainingDiverged,
@@ -52,6 +52,7 @@ def run(
     with the rounds before it, marked ``diverged``, and raises TrainingDiverged unless
     ``allow_divergence`` (a sweep then shows where it stopped)."""
     store = store or RunStore()
+    request_log.note([(config, kind)], store.root)
     result = None if force else store.get(config, kind)
     if result is None:
         check(config, kind, store)
@@ -65,12 +66,15 @@ def run(
 
 
 def train(config: RunConfig, kind: str, progress: bool, start: RunResult | None = None) -> RunResult:
-    """Train one run (continuing ``start``, a shorter federated run with its checkpoint, where given); a run
-    that diverged comes back marked."""
+    """Train one run (continuing ``start``, a shorter federated run with its checkpoint, where given), timed whole
+    (``wall_seconds``); a run that diverged comes back marked."""
+    began = time.perf_counter()
     try:
-        return KINDS[kind](config, progress=progress, **({"resume": start} if start is not None else {}))
+        result = KINDS[kind](config, progress=progress, **({"resume": start} if start is not None else {}))
     except TrainingDiverged as err:
-        return err.result
+        result = err.result
+    result.wall_seconds = time.perf_counter() - began
+    return result
 
 
 def check(config: RunConfig, kind: str, store: RunStore) -> None:
@@ -145,8 +149,10 @@ def completed(
     room for the missing runs and (locally) ``check`` passes for each, else ConfigError; a result that
     cannot be written stops the call with a WriteError. A missing federated run continues its stored
     ``resume_from``-round run where there is one with a checkpoint; ``keep_checkpoints`` stores the
-    checkpoints of the runs trained (``run``)."""
+    checkpoints of the runs trained (``run``). In a book build every job is noted as the page's request
+    (fedcore.request_log)."""
     store = store or RunStore()
+    request_log.note(jobs, store.root)
     missing = []
     for i, (config, kind) in enumerate(jobs):
         stored = store.get(config, kind)

@@ -16,6 +16,15 @@ would now ask for more, the design log printed at the end says so. With $FEDCORE
 design``) the pages the design does not list are executed with the rules deciding, and the design records
 them; the pages it lists keep their seeds.
 
+Runs before pages: the build first trains every run the committed plan ``book/plan.json`` (fedcore.plan) gives
+the pages it will execute, all at once, longest first, across the cores (or on the Dask cluster
+$FEDCORE_SCHEDULER names); then it executes the notebooks, as many at a time as there are cores (one at a time
+while the design records), each finding its runs stored. Every run a page asks for is noted; a page that asked
+for other runs than its plan fails the build (``make plan`` makes this build's requests, in
+``_build/plan.json``, the plan). The ledger printed at the end (and written to ``_build/ledger.json``, which the
+summary page shows) gives per page the seconds its runs trained for, their GFLOP and the seconds it rendered in,
+and for the build the share of the cores' measured peak it reached.
+
 The remedies' hyperparameter search is not run here: ``make design`` runs it and commits its record,
 ``book/search.json`` (fedcore.search_record), which the tuning and remedies pages read. Before any notebook,
 the build checks the record against the code and retrains a sample of its runs, stopping in one line where one
@@ -39,6 +48,8 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from pathlib import Path
 
 import nbformat
@@ -46,9 +57,9 @@ import papermill
 import torch
 import yaml
 
-from fedcore import design, experiments, notebook, report, search_record
+from fedcore import design, experiments, notebook, plan, report, request_log, search_record
 from fedcore.config import ConfigError, RunConfig
-from fedcore.store import write_atomic
+from fedcore.store import RunStore, write_atomic
 from fedcore.version import engine_fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +71,15 @@ SEARCH_RECORD = ROOT / "book" / "search.json"
 REFERENCE = ROOT / "book" / "numbers.json"
 DESIGN_LOG = ROOT / "_build" / "design.log"
 NUMBERS = ROOT / "_build" / "html" / "numbers.json"
+PLAN = ROOT / "book" / "plan.json"
+BUILD_PLAN = ROOT / "_build" / "plan.json"
+REQUESTS = ROOT / "_build" / "requests.jsonl"
+LEDGER = ROOT / "_build" / "ledger.json"
+LEDGER_ENV = "FEDCORE_LEDGER"  # where the summary page finds the ledger
+
+
+class PageFailed(Exception):
+    """A notebook failed: the one line that names it and its cell."""
 
 
 def load_manifest(path: Path = MANIFEST) -> list[dict]:
@@ -107,24 +127,54 @@ def check_parameters(entries: list[dict]) -> None:
             sys.exit(f"FAILED: {MANIFEST.relative_to(ROOT)}, entry {entry['output']}: {err}")
 
 
-def execute(entry: dict, print_: str, output: Path) -> float:
-    """Run one notebook into ``output`` (written whole or not at all); its seconds."""
+def execute(entry: dict, print_: str, output: Path, env: dict[str, str]) -> float:
+    """Run one notebook into ``output`` (written whole or not at all), with ``env`` added to the environment its
+    kernel inherits; its seconds. PageFailed names the notebook and the cell that failed."""
     source = ROOT / "notebooks" / f"{entry['notebook']}.ipynb"
     partial = output.with_suffix(".partial.ipynb")
-    os.environ[design.PAGE_ENV] = entry["output"]  # the kernel inherits it: the design's page
+    os.environ.update(env)
     start = time.perf_counter()
     try:
         papermill.execute_notebook(source, partial, parameters=entry["parameters"], kernel_name="python3",
                                    cwd=str(ROOT), progress_bar=False)
+        book = nbformat.read(partial, as_version=4)
+        book.metadata["tenwrongs"] = {"fingerprint": print_, "parameters": entry["parameters"]}
+        nbformat.write(book, partial)
+        partial.replace(output)
     except papermill.PapermillExecutionError as err:
+        raise PageFailed(f"notebook {source.relative_to(ROOT)} -> {output.name}, cell {err.exec_count}: "
+                         f"{err.ename}: {err.evalue}") from None
+    finally:
         partial.unlink(missing_ok=True)
-        sys.exit(f"FAILED: notebook {source.relative_to(ROOT)} -> {output.name}, cell {err.exec_count}: "
-                 f"{err.ename}: {err.evalue}")
-    book = nbformat.read(partial, as_version=4)
-    book.metadata["tenwrongs"] = {"fingerprint": print_, "parameters": entry["parameters"]}
-    nbformat.write(book, partial)
-    partial.replace(output)
     return time.perf_counter() - start
+
+
+def execute_all(entries: list[dict], prints: dict[str, str], workers: int) -> dict[str, float]:
+    """Execute the notebooks of ``entries``, ``workers`` at a time (each page's name and the request log in its
+    kernel's environment), printing each as it ends; seconds by page. Exits in one line on the first failure."""
+    def env(entry: dict) -> dict[str, str]:
+        return {design.PAGE_ENV: entry["output"], request_log.LOG_ENV: str(REQUESTS)}
+
+    def page(entry: dict) -> tuple[dict, str, Path, dict[str, str]]:
+        return entry, prints[entry["output"]], OUTPUT_DIR / f"{entry['output']}.ipynb", env(entry)
+
+    seconds = {}
+    try:
+        if workers <= 1:
+            for entry in entries:
+                print(f"executing {entry['notebook']} -> {entry['output']} {entry['parameters']}", flush=True)
+                seconds[entry["output"]] = execute(*page(entry))
+            return seconds
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(execute, *page(entry)): entry for entry in entries}
+            for future in as_completed(futures):
+                entry = futures[future]
+                seconds[entry["output"]] = future.result()
+                print(f"executed {entry['notebook']} -> {entry['output']} {entry['parameters']} in "
+                      f"{seconds[entry['output']]:.1f} s", flush=True)
+    except PageFailed as err:
+        sys.exit(f"FAILED: {err}")
+    return seconds
 
 
 def glued_figures(book: nbformat.NotebookNode) -> dict[str, bytes]:
@@ -215,6 +265,49 @@ def compare_with_reference(reference: Path = REFERENCE, numbers: Path = NUMBERS)
                           check=False).returncode == 0
 
 
+def read_plan(path: Path = PLAN) -> dict[str, list]:
+    """The committed plan, or an empty one (every page then trains its own runs, and the build fails at the end
+    until `make plan` records one); exits in one line where the file is damaged."""
+    if not path.exists():
+        return {}
+    try:
+        return plan.read(path)
+    except ConfigError as err:
+        print(f"FAILED: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def rendered(entries: list[dict], render: dict[str, float]) -> dict[str, float]:
+    """Each page's seconds executing: this build's, else those its stored notebook records."""
+    out = {}
+    for entry in entries:
+        if entry["output"] in render:
+            out[entry["output"]] = render[entry["output"]]
+            continue
+        try:
+            book = nbformat.read(OUTPUT_DIR / f"{entry['output']}.ipynb", as_version=4)
+            out[entry["output"]] = float(book.metadata.get("papermill", {}).get("duration") or 0.0)
+        except FileNotFoundError:
+            out[entry["output"]] = 0.0
+    return out
+
+
+def print_ledger(book: dict, total: float) -> None:
+    """The ledger per page, the build's share of the cores' peak end to end, and the projection onto clusters."""
+    print("\nledger (runs counted on the first page that asks for them; run seconds: each run's own, one core)")
+    print(f"  {'page':<28} {'runs':>5} {'trained':>8} {'run s':>8} {'GFLOP':>9} {'render s':>9}")
+    for page, row in book["pages"].items():
+        print(f"  {page:<28} {row['runs']:>5} {row['trained']:>8} {row['run_seconds']:>8.0f} {row['gflop']:>9.0f} "
+              f"{row['render_seconds']:>9.1f}")
+    peak = book["peak_gflops_per_core"] * book["cores"]
+    print(f"  trained in this build: {book['trained_gflop']:.0f} GFLOP in {total:.0f} s end to end, "
+          f"{100 * book['trained_gflop'] / (total * peak):.0f}% of the {book['cores']} cores' measured peak "
+          f"({peak:.1f} GFLOP/s)")
+    for row in plan.projection(book):
+        print(f"  projected on {row['workers']:>3} single-core Dask workers: {row['wall_seconds'] / 60:.1f} min "
+              f"(critical path {row['critical_path_seconds'] / 60:.1f} min)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="re-execute every notebook")
@@ -234,22 +327,35 @@ def main() -> None:
                    search_record.RECORD_ENV: str(SEARCH_RECORD)}
     entries = load_manifest()
     check_parameters(entries)
+    planned = read_plan()
+    peak = plan.peak_gflops()  # measured before anything else runs
     start = time.perf_counter()
     times: list[tuple[str, str]] = [("search record, sampled", verify_search_record())]
     prints = fingerprints(entries, code_hash(), seeds)
-    for entry in entries:
-        output = OUTPUT_DIR / f"{entry['output']}.ipynb"
-        unlisted = recording and entry["output"] not in seeds
-        if not (args.force or unlisted) and stored_fingerprint(output) == prints[entry["output"]]:
-            times.append((entry["output"], "unchanged"))
-            continue
-        print(f"executing {entry['notebook']} -> {output.relative_to(ROOT)} {entry['parameters']}", flush=True)
-        times.append((entry["output"], f"{execute(entry, prints[entry['output']], output):.1f} s"))
-    if recording:  # the seeds they recorded are part of the fingerprints: stamp the pages with the final ones
-        for output, print_ in fingerprints(entries, code_hash(), design.read(DESIGN)).items():
-            book = nbformat.read(OUTPUT_DIR / f"{output}.ipynb", as_version=4)
-            book.metadata["tenwrongs"]["fingerprint"] = print_
-            replace_bytes(OUTPUT_DIR / f"{output}.ipynb", nbformat.writes(book).encode())
+    due = [e for e in entries if args.force or (recording and e["output"] not in seeds)
+           or stored_fingerprint(OUTPUT_DIR / f"{e['output']}.ipynb") != prints[e["output"]]]
+    pages = [e for e in due if not e.get("summary")]
+    store = RunStore()
+    train_start = time.perf_counter()
+    trained = plan.train(plan.unique(planned, [e["output"] for e in pages]), store)
+    times.append((f"planned runs ({len(trained)} trained)", f"{time.perf_counter() - train_start:.1f} s"))
+    REQUESTS.unlink(missing_ok=True)
+    render_start = time.perf_counter()
+    render = execute_all(pages, prints, 1 if recording else os.cpu_count() or 1)
+    times += [(e["output"], f"{render[e['output']]:.1f} s" if e in due else "unchanged") for e in entries
+              if not e.get("summary")]
+    times.append(("pages, at once", f"{time.perf_counter() - render_start:.1f} s"))
+    asked = request_log.read(REQUESTS, store.root)
+    differences = plan.differences(planned, asked, [e["output"] for e in pages])
+    plan.write(PLAN if recording else BUILD_PLAN, planned | asked)
+    order = [e["output"] for e in entries if not e.get("summary")]
+    book = plan.ledger(planned | asked, order, store, trained, rendered(entries, render),
+                       time.perf_counter() - train_start, peak, os.cpu_count() or 1)
+    write_atomic(LEDGER, json.dumps(book, indent=1) + "\n")
+    summaries = [e for e in due if e.get("summary")]
+    os.environ[LEDGER_ENV] = str(LEDGER)
+    render |= execute_all(summaries, prints, 1)
+    times += [(e["output"], f"{render[e['output']]:.1f} s") for e in summaries]
     for entry in entries:
         publish_page(entry, OUTPUT_DIR / f"{entry['output']}.ipynb")
     numbers = collect_numbers(entries)
@@ -274,6 +380,14 @@ def main() -> None:
         elif not compare_with_reference():
             failed.append(f"the numbers differ from the reference {REFERENCE.relative_to(ROOT)} (see above); where "
                           "the change is meant, `make numbers-reference` and commit the reference with it")
+    if recording:
+        print(f"plan recorded in {PLAN.relative_to(ROOT)}")
+    elif differences:
+        failed.append(f"pages asked for other runs than the plan {PLAN.relative_to(ROOT)} says (see above); where "
+                      f"meant, `make plan` makes this build's requests the plan")
+        print("\nplan: pages that asked for other runs than planned")
+        for line in differences:
+            print(f"  {line}")
     notes = DESIGN_LOG.read_text().splitlines() if DESIGN_LOG.exists() else []
     print(f"\ndesign log: {len(notes)} series whose rule would now ask for more seeds than the design pins")
     for line in notes:
@@ -283,6 +397,7 @@ def main() -> None:
         print(f"  {name:<28} {seconds}")
     print(f"  {'notebooks':<28} {notebooks:.1f} s")
     print(f"  {'total':<28} {time.perf_counter() - start:.1f} s")
+    print_ledger(book, time.perf_counter() - start)
     if failed:
         sys.exit("FAILED: " + "; ".join(failed))
 

@@ -1,15 +1,11 @@
 """run_many on a local Dask cluster: the same histories as the local pool, a killed worker, a wrong address."""
 
-import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 
 import pytest
 from distributed import Client, LocalCluster
@@ -99,32 +95,6 @@ def test_a_malformed_address_is_refused_at_once_without_dask_noise(tmp_path, cap
     assert capfd.readouterr().err == ""
 
 
-@contextmanager
-def _own_cluster(tmp_path) -> Iterator[tuple[str, subprocess.Popen, subprocess.Popen]]:
-    """A scheduler and a worker with its nanny of their own on 127.0.0.1 (the module's cluster stays up):
-    (address, scheduler, worker: the nanny, leader of its group), all killed on the way out."""
-    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    file = tmp_path / "scheduler.json"
-    scheduler = subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
-                                  str(file)], stderr=subprocess.DEVNULL)
-    worker = None
-    try:
-        deadline = time.monotonic() + 60
-        while not file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        address = json.loads(file.read_text())["address"]
-        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                                   "--host", "127.0.0.1", "--no-dashboard"], stderr=subprocess.DEVNULL,
-                                  start_new_session=True)  # its own group: the nanny and its worker killed at once
-        yield address, scheduler, worker
-    finally:
-        scheduler.kill()
-        if worker is not None:
-            with suppress(ProcessLookupError):  # killed already
-                os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=60)
-
-
 def _when_training(address: str, then: Callable[[], None], limit_s: float = 120) -> threading.Thread:
     """A thread that calls ``then`` a second after the cluster first has a task processing."""
 
@@ -155,7 +125,7 @@ class Records(logging.Handler):
 def test_a_scheduler_lost_mid_sweep_is_named_in_one_line(tmp_path, capfd, monkeypatch):
     logged = Records()
     monkeypatch.setattr(logging.getLogger("distributed.client"), "handlers", [logged])  # Dask's stderr handler's
-    with _own_cluster(tmp_path) as (address, scheduler, _):
+    with executors.command_line_cluster(tmp_path) as (address, scheduler, _):
         killer = _when_training(address, scheduler.kill)
         monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 2.0)
         code = main(["sweep", "--grid", "seed=0,1,2", "--set", "rounds=50", "--set", "local_steps=100",
@@ -171,7 +141,7 @@ def test_a_scheduler_lost_mid_sweep_is_named_in_one_line(tmp_path, capfd, monkey
 def test_a_sweep_whose_workers_all_die_stops_after_the_worker_timeout_keeping_what_came_back(tmp_path, capfd):
     """The nanny and its worker killed once the first (short) run is stored: one line, exit 2, no hang."""
     runs = tmp_path / "runs"
-    with _own_cluster(tmp_path) as (address, _, worker):
+    with executors.command_line_cluster(tmp_path) as (address, _, worker):
         killed: list[float] = []
 
         def kill_once_one_is_stored() -> None:
