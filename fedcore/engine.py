@@ -20,7 +20,7 @@ from fedcore.allocation import Allocation, partitioner_for
 from fedcore.config import DETAIL_FIELDS, ConfigError, RunConfig
 from fedcore.local import Shard, configure_torch, generator
 from fedcore.losses import LocalLoss
-from fedcore.metrics import confusion, evaluate, update_geometry
+from fedcore.metrics import Evaluation, evaluate, update_geometry
 from fedcore.models import build
 from fedcore.results import Checkpoint, RunResult
 from fedcore.store import detailed_enough
@@ -72,9 +72,9 @@ def _setup(config: RunConfig, data: datasets.Dataset | None) -> tuple[datasets.D
 def _record(
     result: RunResult, model: FlatModel, data: datasets.Dataset, validation: Shard | None, rnd: int, lr: float,
     samples: int, seconds: float,
-) -> float:
-    """Evaluate the global model (on the validation images too, if any), append its rows and return the test
-    loss (stopping on NaN/inf)."""
+) -> Evaluation:
+    """Evaluate the global model (on the validation images too, if any), append its rows and return its test
+    evaluation (stopping on NaN/inf)."""
     ev = evaluate(model.module, data.test_x, data.test_y, data.num_classes)
     if not math.isfinite(ev.loss):
         result.diverged = f"test loss became {ev.loss} at round {rnd} (lr {lr:g}); lower lr or the local work"
@@ -87,7 +87,7 @@ def _record(
                           "samples": samples, "seconds": seconds, "predicted": ev.predicted,
                           "output_bias": model.params[model.output_bias_slice].tolist()})
     result.classes.extend({"round": rnd, "digit": d, "accuracy": a} for d, a in enumerate(ev.class_accuracy))
-    return ev.loss
+    return ev
 
 
 def _progress(config: RunConfig, kind: str, progress: bool, done: int = 0) -> tqdm:
@@ -98,8 +98,9 @@ def _progress(config: RunConfig, kind: str, progress: bool, done: int = 0) -> tq
                 initial=done, total=config.rounds)
 
 
-def _finish(result: RunResult, model: FlatModel, data: datasets.Dataset) -> RunResult:
-    result.confusion = confusion(model.module, data.test_x, data.test_y, data.num_classes).tolist()
+def _finish(result: RunResult, last: Evaluation) -> RunResult:
+    """The run with the confusion matrix of its last evaluation, the final global model's."""
+    result.confusion = last.confusion
     return result
 
 
@@ -154,10 +155,10 @@ def run_federated(
         if probe is not None:
             probe(rnd, global_params, updates)
         model.load(global_params)
-        loss = _record(result, model, data, validation, rnd, lr, samples, time.perf_counter() - start)
-        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{result.final_accuracy:.3f}")
+        last = _record(result, model, data, validation, rnd, lr, samples, time.perf_counter() - start)
+        bar.set_postfix(loss=f"{last.loss:.3f}", acc=f"{result.final_accuracy:.3f}")
     result.checkpoint = Checkpoint(global_params.cpu().clone(), _moved(strategy.state(), torch.device("cpu")))
-    return _finish(result, model, data)
+    return _finish(result, last)
 
 
 def _moved(state: object, device: torch.device) -> object:
@@ -238,9 +239,9 @@ def run_centralized(
             samples += len(yb)
         if probe is not None:
             probe(rnd, model.params, [])
-        loss = _record(result, model, data, validation, rnd, optimizer.lr, samples, time.perf_counter() - start)
-        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{result.final_accuracy:.3f}")
-    return _finish(result, model, data)
+        last = _record(result, model, data, validation, rnd, optimizer.lr, samples, time.perf_counter() - start)
+        bar.set_postfix(loss=f"{last.loss:.3f}", acc=f"{result.final_accuracy:.3f}")
+    return _finish(result, last)
 
 
 def run_divergence(config: RunConfig, progress: bool = True, data: datasets.Dataset | None = None) -> RunResult:

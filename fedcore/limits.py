@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from fedcore.config import ConfigError, RunConfig
+from fedcore.metrics import EVAL_CHUNK
 from fedcore.models import build
 from fedcore.parallel import worker_processes
 from fedcore.training import steps_for
 
 FLOAT, INDEX = 4, 8  # bytes of a float32 and of an int64
-EVAL_CHUNK = 10_000  # test images scored at once: fedcore.metrics.evaluate's default chunk
 IMAGE = (1, 28, 28)  # both datasets' images
 FILE_RESERVE = 32  # descriptors a process holds besides the shared tensors: libraries, pipes, standard streams
 CGROUP_MEMORY = Path("/sys/fs/cgroup/memory.max")  # a container's limit (cgroup v2), where there is one
@@ -56,7 +56,8 @@ def memory_needed(config: RunConfig, kind: str, largest_shard: int, train_images
     activations kept for the backward pass (of all the round's workers for the fused models, of one at a time
     for the CNN); the stacked parameters, their gradients, momentum buffers and updates; SCAFFOLD's control
     variate of every worker; the weight-divergence run's parameters of every round; scoring a chunk of test
-    images (two layers' outputs at once); and the dataset. Centralized runs have one worker and no plan."""
+    images (two layers' outputs at once) and the logits of all; and the dataset. Centralized runs have one worker
+    and no plan."""
     sizes = layer_sizes(config.model)
     params = sum(p.numel() for p in build(config.model).parameters())
     pixels = IMAGE[0] * IMAGE[1] * IMAGE[2]
@@ -73,7 +74,8 @@ def memory_needed(config: RunConfig, kind: str, largest_shard: int, train_images
         "stack": workers * params * 4 * FLOAT,
         "variates": config.workers * params * FLOAT if config.strategy == "scaffold" and federated else 0,
         "divergence": config.rounds * params * FLOAT if kind == "divergence" else 0,
-        "scoring": min(EVAL_CHUNK, test_images) * max(a + b for a, b in pairwise(sizes)) * FLOAT,
+        "scoring": (min(EVAL_CHUNK, test_images) * max(a + b for a, b in pairwise(sizes)) + test_images * sizes[-1])
+        * FLOAT,
         "data": (train_images + test_images) * (pixels * FLOAT + INDEX),
     }
     largest = max(steps * workers * batch * INDEX, workers * batch * pixels * FLOAT, workers * params * FLOAT,

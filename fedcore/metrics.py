@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+EVAL_CHUNK = 100  # images per forward pass: the CNN's fastest here (benchmarks/eval_chunk.py); same logits, bit for bit
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -15,35 +17,27 @@ class Evaluation:
     accuracy: float
     class_accuracy: list[float]  # accuracy on the images of each true class
     predicted: list[int]  # how many images the model assigns to each class
+    confusion: list[list[int]]  # rows true classes, columns predicted classes
 
 
 @torch.inference_mode()
 def evaluate(
-    module: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int = 10, chunk: int = 10_000
+    module: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int = 10, chunk: int = EVAL_CHUNK
 ) -> Evaluation:
-    """Mean cross-entropy, accuracy and per-class figures of ``module`` on (x, y)."""
-    loss = torch.zeros((), device=x.device)
-    pred = torch.empty_like(y)
-    for s in range(0, len(y), chunk):
-        logits = module(x[s : s + chunk])
-        loss += F.cross_entropy(logits, y[s : s + chunk], reduction="sum")
-        pred[s : s + chunk] = logits.argmax(1)
-    correct = (pred == y).float()
-    per_class = torch.zeros(num_classes, device=x.device).index_add_(0, y, correct)
-    support = torch.bincount(y, minlength=num_classes).clamp(min=1)
+    """Mean cross-entropy, accuracy, per-class figures and confusion matrix of ``module`` on (x, y). The forward
+    passes take ``chunk`` images at a time; the loss is one sum over all the logits."""
+    logits = torch.cat([module(x[s : s + chunk]) for s in range(0, len(y), chunk)])
+    loss = F.cross_entropy(logits, y, reduction="sum")
+    pred = logits.argmax(1)
+    matrix = torch.bincount(y * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+    support = matrix.sum(1).clamp(min=1)
     return Evaluation(
         loss=loss.item() / len(y),
-        accuracy=correct.mean().item(),
-        class_accuracy=(per_class / support).tolist(),
-        predicted=torch.bincount(pred, minlength=num_classes).tolist(),
+        accuracy=(pred == y).float().mean().item(),
+        class_accuracy=(matrix.diagonal().to(logits.dtype) / support).tolist(),
+        predicted=matrix.sum(0).tolist(),
+        confusion=matrix.cpu().tolist(),
     )
-
-
-@torch.inference_mode()
-def confusion(module: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
-    """Confusion matrix: rows are true classes, columns predicted classes."""
-    pred = module(x).argmax(1)
-    return torch.bincount(y * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes).cpu()
 
 
 def update_geometry(
