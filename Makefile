@@ -70,6 +70,8 @@ benchmark: $(VENV)/installed
 	$(PY) benchmarks/round_speed.py
 	$(PY) benchmarks/profile_round.py
 	$(PY) benchmarks/sweep_speed.py
+	$(PY) benchmarks/lockstep_groups.py
+	$(KERNELS) $(PY) benchmarks/eval_chunk.py
 
 # fedcore against Flower's simulation (benchmarks/vs_flower.py), in a venv of its own: Flower pulls in Ray
 # and its own pins. Not part of CI.
