@@ -5,7 +5,9 @@ A remedy is ``generic`` (built for any heterogeneity: FedAvgM, FedProx, FedAdam,
 built for ``label skew`` (workers that hold few classes, or one: FedRS, FedLC, FedNTD, FedAwS, FedBABU), or a
 change to the ``data`` (a shared subset). Every grid has at least four values, taken from the method's paper or
 official code where they give one (``source`` says which); a choice on an edge of the grid extends it, one value
-at a time, by the values ``below`` or ``above`` it, as far as they go.
+at a time, by the values ``below`` or ``above`` it, as far as they go. Ties between values go to the side
+where the method is weaker, nearer FedAvg (``Grid.weaker``): the smaller value, but the larger for FedRS's
+alpha and the learning-rate decay factor, at whose value 1 the method is FedAvg.
 """
 
 from __future__ import annotations
@@ -18,18 +20,26 @@ FAMILIES = ("baseline", "generic", "label skew", "data")
 @dataclass(frozen=True)
 class Grid:
     """The values tried for one setting (``param``), in order, and the values that extend the grid on either
-    side (nearest first), with where the values come from."""
+    side (nearest first), with where the values come from, and the side (``weaker``: "below" or "above") on
+    which the method is weaker, nearer FedAvg: a tie goes that way."""
 
     param: str
     values: tuple[float, ...]
     below: tuple[float, ...]
     above: tuple[float, ...]
     source: str
+    weaker: str = "below"
 
     def __post_init__(self) -> None:
         ordered = [*reversed(self.below), *self.values, *self.above]
         if len(self.values) < 4 or ordered != sorted(ordered) or len(set(ordered)) != len(ordered):
             raise ValueError(f"grid of {self.param}: at least 4 values, increasing with its extensions")
+        if self.weaker not in ("below", "above"):
+            raise ValueError(f"grid of {self.param}: weaker must be 'below' or 'above'; got {self.weaker!r}")
+
+    def toward_fedavg(self, value: float) -> float:
+        """A key that is larger the nearer ``value`` lies to the weaker side (ties are broken by it)."""
+        return -value if self.weaker == "below" else value
 
 
 @dataclass(frozen=True)
@@ -65,10 +75,10 @@ REMEDIES: dict[str, Remedy] = {
         "Karimireddy et al. 2020's server learning rate 1 and FedRepo's 0.25 and 0.5, halving")),
     "lr decay": Remedy("learning-rate decay", "generic", {}, Grid(
         "lr_decay", (0.9, 0.95, 0.97, 0.99), (0.8,), (0.995,),
-        "ours: no paper gives one; factors per round around the 0.97 chosen before")),
+        "ours: no paper gives one; factors per round around the 0.97 chosen before", weaker="above")),
     "fedrs": Remedy("FedRS", "label skew", {"strategy": "fedrs"}, Grid(
         "rs_alpha", (0.01, 0.1, 0.5, 0.9), (0.001,), (),
-        "FedRepo's (the FedRS authors' code) alpha 0.1, 0.5, 0.9, and 0.01 below")),
+        "FedRepo's (the FedRS authors' code) alpha 0.1, 0.5, 0.9, and 0.01 below", weaker="above")),
     "fedlc": Remedy("FedLC (absent classes counted once)", "label skew", {"strategy": "fedlc"}, Grid(
         "lc_tau", (0.1, 0.3, 1.0, 3.0), (0.03,), (10.0,),
         f"around tau 1, the default of FL-bench's and fluke's FedLC, {HALF_DECADES}")),

@@ -157,6 +157,10 @@ def _searches(path: Path, scenario: str, entry: dict[str, object]) -> dict[str, 
                                                                for r in t["full"]], bool(t["extension"]))
                   for t in e["trials"]]
         search = tuning.Search(m, trials)
+        grid_trials = [t for t in trials if not t.extension]
+        if {t.value for t in tuning.better_half(m, grid_trials)} != {t.value for t in grid_trials if t.full}:
+            raise _fail(path, f"{m} ({scenario}) continued other values to full length than its rung's histories "
+                              "give")
         if search.chosen.value != e["chosen"]:
             raise _fail(path, f"{m} ({scenario}) records the choice {e['chosen']:g}, its own histories give "
                               f"{search.chosen.value:g}")

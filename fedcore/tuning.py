@@ -8,9 +8,9 @@ first ``1/RUNG`` of the rounds at the tuning seeds, and the better half of the v
 continued to the full rounds, from where it stopped (the run store keeps the rung's checkpoints: the continued
 run is the full-length run bit for bit). The choice is made on the full-length score, never typed in: per
 remedy, the value with the highest validation accuracy averaged over the last ``LAST`` rounds and then over
-the tuning seeds (a diverged seed counts at chance); ties go to the smaller value. A choice on an edge of the
-grid extends it by the next value on that side (``Grid.below``/``above``), run at full length, until the
-choice is inside or the extensions run out.
+the tuning seeds (a diverged seed counts at chance); ties go toward FedAvg (``Grid.weaker``). A choice on an
+edge of the grid extends it by the next value on that side (``Grid.below``/``above``), run at full length,
+until the choice is inside or the extensions run out.
 
 The search runs in ``make design``, apart from the book's build: ``fedcore.search_record`` keeps its runs'
 validation histories and its choices in the committed record that the book's pages read.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from fedcore import design
 from fedcore.config import RunConfig
-from fedcore.experiments import over_seeds, paired_runs, require, seed_values, standard, summarize
+from fedcore.experiments import over_seeds, paired_runs, require, seed_values, standard
 from fedcore.remedies import REMEDIES, tuned
 from fedcore.results import RunResult
 from fedcore.runner import run_many
@@ -96,9 +96,10 @@ class Search:
 
     @property
     def chosen(self) -> Trial:
-        """The continued trial with the best full-length score (ties: the smaller value)."""
+        """The continued trial with the best full-length score (ties: the value nearer FedAvg)."""
         full = [t for t in self.trials if t.full is not None]
-        return max(full, key=lambda t: (score(t.full).mean, -t.value))
+        grid = REMEDIES[self.remedy].grid
+        return max(full, key=lambda t: (score(t.full).mean, grid.toward_fedavg(t.value)))
 
     @property
     def edge(self) -> str | None:
@@ -122,16 +123,20 @@ def _runs(configs: dict[tuple[str, float], RunConfig], **options: object) -> dic
     return {k: results[i * TUNING_SEEDS : (i + 1) * TUNING_SEEDS] for i, k in enumerate(configs)}
 
 
+def better_half(remedy: str, trials: Sequence[Trial]) -> list[Trial]:
+    """The trials of a grid that go on to full length: the better 1/RUNG by the rung's score, ties toward FedAvg."""
+    grid = REMEDIES[remedy].grid
+    ranked = sorted(trials, key=lambda t: (score(t.rung).mean, grid.toward_fedavg(t.value)), reverse=True)
+    return ranked[: math.ceil(len(trials) / RUNG)]
+
+
 def _trials(scenario: str, values: dict[str, list[float]], extension: bool) -> dict[str, list[Trial]]:
     """New trials of each remedy's values: at the rung (checkpoints kept), then every one continued (an
     extension), or (a grid) only the better half by the rung's score."""
     config = {(m, v): trial_config(scenario, m, v) for m, vs in values.items() for v in vs}
     rung = _runs({k: c.replace(rounds=rung_rounds(scenario)) for k, c in config.items()}, keep_checkpoints=True)
     trials = {m: [Trial(v, rung[(m, v)], extension=extension) for v in vs] for m, vs in values.items()}
-    going_on = {}
-    for m, ts in trials.items():
-        keep = len(ts) if extension else math.ceil(len(ts) / RUNG)
-        going_on[m] = sorted(ts, key=lambda t: (-score(t.rung).mean, t.value))[:keep]
+    going_on = {m: ts if extension else better_half(m, ts) for m, ts in trials.items()}
     finished = _runs({(m, t.value): config[(m, t.value)] for m, ts in going_on.items() for t in ts},
                      resume_from=rung_rounds(scenario))
     for m, ts in going_on.items():
@@ -151,9 +156,10 @@ def search(scenario: str) -> dict[str, Search]:
 
 
 def best_of(series: dict[str, list[RunResult]], family: str) -> str | None:
-    """The method of a family (fedcore.remedies) with the highest mean final test accuracy, if any is here."""
+    """The method of a family (fedcore.remedies) with the highest validation score (``score``: held-out training
+    images, never the test set), if any is here."""
     members = [m for m in series if REMEDIES[m].family == family]
-    return max(members, key=lambda m: summarize(series[m]).mean) if members else None
+    return max(members, key=lambda m: score(series[m]).mean) if members else None
 
 
 def pairs(series: dict[str, list[RunResult]], methods: Sequence[str]) -> list[tuple[str, str]]:

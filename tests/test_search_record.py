@@ -40,6 +40,12 @@ def fake_runs(monkeypatch) -> None:
     monkeypatch.setattr(tuning, "run_many", run_many)
 
 
+def swap_rungs(trials: list[dict]) -> None:
+    """The rung histories of the grid's first and last value swapped: the better half is now the other one."""
+    first, last = trials[0], [t for t in trials if not t["extension"]][-1]
+    first["rung"], last["rung"] = last["rung"], first["rung"]
+
+
 def write(path, record) -> None:
     path.write_text(search_record.dumps(record))
     search_record.load.cache_clear()
@@ -78,6 +84,7 @@ def test_the_record_holds_every_run_one_per_line_and_reads_back_as_the_search(mo
     (lambda r: r["scenarios"].pop("heavy"), "scenarios"),
     (lambda r: r.update(format=0), "format 0"),
     (lambda r: r["scenarios"]["standard"]["remedies"]["prox"]["trials"][0].pop("rung"), "malformed"),
+    (lambda r: swap_rungs(r["scenarios"]["standard"]["remedies"]["prox"]["trials"]), "continued other values"),
 ])
 def test_a_stale_or_doctored_record_is_refused_naming_what_differs(monkeypatch, tmp_path, doctor, message):
     use_toys(monkeypatch)

@@ -1,5 +1,7 @@
 """Tuning on validation data: grids, successive halving, edge extensions, and the comparison's seeds."""
 
+import dataclasses
+
 import pytest
 
 from fedcore import design, experiments, tuning
@@ -97,10 +99,19 @@ def test_a_choice_on_an_edge_extends_the_grid_until_it_is_inside_or_the_extensio
     assert found.chosen.value == 100.0 and found.edge_extension() is None and found.edge == "above"
 
 
-def test_ties_go_to_the_smaller_value(monkeypatch):
+def test_ties_go_toward_fedavg_on_the_side_the_grid_names(monkeypatch):
     fake_search(monkeypatch, lambda mu, r: 0.1)  # every value diverges alike: the tie rule decides
     found = tuning.search("standard")["toy"]
-    assert found.chosen.value == min(t.value for t in found.trials) == 0.0001
+    assert found.chosen.value == min(t.value for t in found.trials) == 0.0001  # mu: weaker below
+    monkeypatch.setitem(tuning.REMEDIES, "toy", dataclasses.replace(TOY, grid=dataclasses.replace(TOY.grid,
+                                                                                                  weaker="above")))
+    found = tuning.search("standard")["toy"]
+    assert found.chosen.value == max(t.value for t in found.trials) == 100.0  # weaker above: the largest, and
+    assert [t.value for t in found.trials if t.full] == [1.0, 10.0, 100.0]  # the rung's ties went that way too
+    assert REMEDIES["fedrs"].grid.weaker == REMEDIES["lr decay"].grid.weaker == "above"  # alpha 1, factor 1: FedAvg
+    assert all(REMEDIES[m].grid.weaker == "below" for m in tuned() if m not in ("fedrs", "lr decay"))
+    with pytest.raises(ValueError, match="weaker must be"):
+        Grid("mu", (1.0, 2.0, 3.0, 4.0), (), (), "made up", weaker="sideways")
 
 
 def test_a_remedy_reads_as_its_setting():
