@@ -23,7 +23,8 @@ __all__ = ["ConfigError", "RunConfig", "validate", "with_local_work"]
 DATASETS = ("mnist", "fashion-mnist")
 MODELS = ("mlp", "cnn", "logistic")
 ALLOCATIONS = ("uniform", "biased", "dirichlet", "classes", "shards")
-STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "scaffold", "fedrs", "fedlc", "fedntd", "fedaws", "fedbabu")
+STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "scaffold", "fedrs", "fedlc", "fedntd", "fedaws", "fedbabu",
+              "fedrs-centered")
 DEVICES = ("auto", "cpu", "cuda")
 NUM_CLASSES = 10  # both datasets have ten classes
 MAX_VALIDATION = 30_000  # at most half of the 60,000 training images held out for validation
@@ -43,6 +44,7 @@ STRATEGY_PARAMS: dict[str, tuple[str, ...]] = {
     "fedadam": ("server_lr", "beta1", "beta2", "tau"),
     "scaffold": ("server_lr",),
     "fedrs": ("rs_alpha",),
+    "fedrs-centered": ("rs_alpha",),
     "fedlc": ("lc_tau",),
     "fedntd": ("ntd_beta", "ntd_temperature"),
     "fedaws": ("aws_margin", "aws_steps", "aws_lr"),

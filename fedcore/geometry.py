@@ -25,6 +25,13 @@ def per_round(result: RunResult, value: Callable[[list[Row]], float]) -> tuple[l
     return list(table), [value(rows) for rows in table.values()]
 
 
+def mean_output_bias(result: RunResult) -> tuple[list[int], list[float]]:
+    """(rounds, the global model's mean output-layer bias after each): the bias part of the mean logit. It moves
+    only where the workers' logit gradients have a common part, which plain cross-entropy's never has (they sum
+    to zero over the classes) and FedRS's restricted softmax has wherever a worker misses classes."""
+    return [int(row["round"]) for row in result.rounds], [float(np.mean(row["output_bias"])) for row in result.rounds]
+
+
 def mean_cosine(rows: list[Row]) -> float:
     """The mean cosine similarity between the updates of a round's workers, over every pair of them."""
     return float(np.mean([c for i, row in enumerate(rows) for j, c in enumerate(row["cosine"]) if i != j]))

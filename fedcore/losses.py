@@ -7,6 +7,9 @@ remedies change it.
 - FedNTD (Lee et al. 2022) adds ``distill`` times a distillation of the global model's not-true classes: the
   KL divergence between the global and the local model's softmax over the classes other than the label, at a
   ``temperature`` (times its square, as in distillation).
+- ``centered`` (ours, a diagnostic, not a published method) removes from each sample's logit gradient its mean
+  over the classes: the part that raises or lowers every logit together. Plain cross-entropy has none (its
+  gradient sums to zero over the classes); FedRS's restricted softmax has one wherever a class is absent.
 
 Every term is written twice: as a value (``value``, which autograd differentiates, for models without a closed
 form) and as its closed-form gradient with respect to the logits (``logit_gradient``), which the tests hold
@@ -24,12 +27,14 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class LocalLoss:
     """The local objective of W workers: cross-entropy of ``scale * z + shift`` (None: 1 and 0) plus ``distill``
-    times the not-true distillation from the global model's logits at ``temperature``."""
+    times the not-true distillation from the global model's logits at ``temperature``; with ``centered``, each
+    sample's logit gradient less its mean over the classes."""
 
     scale: torch.Tensor | None = None
     shift: torch.Tensor | None = None
     distill: float = 0.0
     temperature: float = 1.0
+    centered: bool = False
 
     def rows(self, start: int, stop: int) -> LocalLoss:
         """The objective of workers ``start`` to ``stop - 1``."""
@@ -55,13 +60,14 @@ class LocalLoss:
             local, glob = self._not_true(z, true), self._not_true(teacher, true)
             kl = torch.where(true, 0.0, glob.exp() * (glob - local)).sum(2)
             rows = rows + self.distill * self.temperature**2 * kl
+        if self.centered:  # a term whose gradient is minus the common part, held fixed
+            common = self._delta(z.detach(), y, None if teacher is None else teacher.detach()).mean(2)
+            rows = rows - z.sum(2) * common
         return (rows * valid).sum(1).div(valid.sum(1)).sum()
 
-    def logit_gradient(self, z: torch.Tensor, y: torch.Tensor, valid: torch.Tensor,
-                       teacher: torch.Tensor | None = None) -> torch.Tensor:
-        """d value / d z in closed form, ``[W, B, C]``."""
+    def _delta(self, z: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None) -> torch.Tensor:
+        """Each sample's gradient of its loss with respect to its logits, before centering, ``[W, B, C]``."""
         onehot = F.one_hot(y, z.shape[2]).to(z.dtype)
-        mask, count = valid[:, :, None], valid.sum(1)[:, None, None]
         delta = torch.softmax(self._calibrated(z), 2).sub_(onehot)
         if self.scale is not None:
             delta.mul_(self.scale[:, None, :])
@@ -69,4 +75,12 @@ class LocalLoss:
             true = onehot.bool()
             pull = self._not_true(z, true).exp_().sub_(self._not_true(teacher, true).exp_())
             delta.add_(pull, alpha=self.distill * self.temperature)
-        return delta.mul_(mask).div_(count)
+        return delta
+
+    def logit_gradient(self, z: torch.Tensor, y: torch.Tensor, valid: torch.Tensor,
+                       teacher: torch.Tensor | None = None) -> torch.Tensor:
+        """d value / d z in closed form, ``[W, B, C]``."""
+        delta = self._delta(z, y, teacher)
+        if self.centered:
+            delta.sub_(delta.mean(2, keepdim=True))
+        return delta.mul_(valid[:, :, None]).div_(valid.sum(1)[:, None, None])

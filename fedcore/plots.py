@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -152,27 +152,36 @@ def curves(
     return fig
 
 
+def instrument_curves(series: Mapping[str, Sequence[RunResult]], instrument: Callable[[RunResult], tuple[list, list]],
+                      ax: Axes, ylabel: str, title: str, styles: Mapping[str, Mapping[str, object]] | None = None,
+                      ) -> None:
+    """A per-round instrument (``instrument(run)``: rounds and values) for each series: mean over its seeds, band:
+    95% interval, to the last round every seed reached (a diverged seed stops early). Colours follow
+    ``series_style`` unless ``styles`` gives them per label."""
+    for label, results in series.items():
+        style = dict(styles[label]) if styles else series_style(label)
+        curves = [instrument(r) for r in results]
+        n = min(len(rounds) for rounds, _ in curves)
+        rounds, per_seed = curves[0][0][:n], np.array([values[:n] for _, values in curves])
+        mean = per_seed.mean(0)
+        half = np.array([interval(column) for column in per_seed.T]) if len(results) > 1 else 0 * mean
+        ax.plot(rounds, mean, label=f"{label} ({len(results)} seeds)", **style)
+        ax.fill_between(rounds, mean - half, mean + half, color=style["color"], alpha=0.2, linewidth=0)
+    ax.set(xlabel="Round", ylabel=ylabel, title=title)
+    ax.legend(title="mean over seeds, band: 95% interval", fontsize="small")
+    ax.grid(alpha=0.3)
+
+
 def geometry_curves(series: Mapping[str, Sequence[RunResult]], axes: Sequence[Axes]) -> None:
-    """The why chapter's two per-round instruments for each series (mean over its seeds, band: 95% interval):
-    the mean cosine similarity between the workers' updates (``axes[0]``) and the share of an update's norm in
-    the output layer (``axes[1]``), to the last round every seed reached (a diverged seed stops early)."""
+    """The why chapter's two per-round instruments for each series (``instrument_curves``): the mean cosine
+    similarity between the workers' updates (``axes[0]``) and the share of an update's norm in the output layer
+    (``axes[1]``)."""
     instruments = ((geometry.mean_cosine, "Mean cosine similarity between workers' updates",
                     "Do the workers move the same way?"),
                    (geometry.output_share, "Share of the update's norm in the output layer (%)",
                     "Where the workers move the weights"))
     for ax, (value, ylabel, title) in zip(axes, instruments, strict=True):
-        for label, results in series.items():
-            style = series_style(label)
-            curves = [geometry.per_round(r, value) for r in results]
-            n = min(len(rounds) for rounds, _ in curves)
-            rounds, per_seed = curves[0][0][:n], np.array([values[:n] for _, values in curves])
-            mean = per_seed.mean(0)
-            half = np.array([interval(column) for column in per_seed.T]) if len(results) > 1 else 0 * mean
-            ax.plot(rounds, mean, label=f"{label} ({len(results)} seeds)", **style)
-            ax.fill_between(rounds, mean - half, mean + half, color=style["color"], alpha=0.2, linewidth=0)
-        ax.set(xlabel="Round", ylabel=ylabel, title=title)
-        ax.legend(title="mean over seeds, band: 95% interval", fontsize="small")
-        ax.grid(alpha=0.3)
+        instrument_curves(series, lambda r, value=value: geometry.per_round(r, value), ax, ylabel, title)
 
 
 def worker_accuracies(result: RunResult, ax: Axes | None = None) -> Figure:

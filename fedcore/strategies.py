@@ -266,6 +266,20 @@ class FedRS(Strategy):
 
 
 @dataclass(eq=False)
+class FedRSCentered(FedRS):
+    """Ours, a diagnostic, not a published method: FedRS with the common part of each sample's logit gradient
+    (its mean over the classes) removed. With plain cross-entropy that part is zero; under the restricted softmax
+    a worker missing classes gets one, -(1 - alpha) times its missed probability over the classes, which raises
+    every logit together, and averaging adds the pushes round after round. Removing only it shows whether that
+    drift is what costs FedRS accuracy."""
+
+    name = "fedrs-centered"
+
+    def local_loss(self, counts: torch.Tensor) -> LocalLoss:
+        return dataclasses.replace(super().local_loss(counts), centered=True)
+
+
+@dataclass(eq=False)
 class FedLC(Strategy):
     """A variant of Zhang et al. 2022's logit calibration (FedLC), ours: each worker subtracts ``tau * n_c^(-1/4)``
     from its logit of class c (its own count n_c) before the cross-entropy, and a class the worker does not hold
@@ -373,6 +387,7 @@ def strategy_for(config: RunConfig, head: Head | None = None) -> Strategy:
         "fedadam": lambda: FedAdam(c.server_lr, c.beta1, c.beta2, c.tau),
         "scaffold": lambda: Scaffold(c.workers, c.server_lr),
         "fedrs": lambda: FedRS(c.rs_alpha),
+        "fedrs-centered": lambda: FedRSCentered(c.rs_alpha),
         "fedlc": lambda: FedLC(c.lc_tau),
         "fedntd": lambda: FedNTD(c.ntd_beta, c.ntd_temperature),
         "fedaws": lambda: FedAwS(head, c.aws_margin, c.aws_steps, c.aws_lr),

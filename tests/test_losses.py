@@ -1,5 +1,7 @@
 """The local objective: every closed-form gradient against autograd of its value, and the neutral settings."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -25,6 +27,7 @@ LOSSES = {
     "fedrs": LocalLoss(scale=torch.tensor([[1.0, 0.5, 0.5, 0.75]] * W, dtype=torch.float64)),
     "fedlc": LocalLoss(shift=torch.tensor([[-0.3, -1.0, -0.1, -2.0]] * W, dtype=torch.float64)),
     "fedntd": LocalLoss(distill=0.7, temperature=2.0),
+    "fedrs centered": LocalLoss(scale=torch.tensor([[1.0, 0.5, 0.5, 0.75]] * W, dtype=torch.float64), centered=True),
 }
 
 
@@ -77,7 +80,7 @@ def test_a_stacks_closed_form_gradient_is_autograds_on_a_real_model(name):
     valid[1, 3:] = 0.0
     loss = LOSSES[name]
     if loss.scale is not None:
-        loss = LocalLoss(scale=torch.linspace(0.2, 1.0, 10, dtype=torch.float64).repeat(W, 1))
+        loss = replace(loss, scale=torch.linspace(0.2, 1.0, 10, dtype=torch.float64).repeat(W, 1))
     if loss.shift is not None:
         loss = LocalLoss(shift=-torch.linspace(0.0, 1.5, 10, dtype=torch.float64).repeat(W, 1))
     teacher = torch.randn(W, B, 10, generator=g, dtype=torch.float64) if loss.distill else None
@@ -90,3 +93,12 @@ def test_a_stacks_closed_form_gradient_is_autograds_on_a_real_model(name):
         t = None if teacher is None else teacher[k : k + 1]
         expected = autograd.autograd(params[k], x[k], y[k], valid[k], loss.rows(k, k + 1), t)
         torch.testing.assert_close(stack.grad[k], expected, rtol=1e-9, atol=1e-12)
+
+
+def test_plain_cross_entropy_has_no_common_part_and_the_restricted_softmax_has_one_that_centering_removes():
+    z, y, valid, _ = batch()
+    sums = {name: LOSSES[name].logit_gradient(z.clone(), y, valid).sum(2)
+            for name in ("plain", "fedrs", "fedrs centered")}
+    torch.testing.assert_close(sums["plain"], torch.zeros_like(sums["plain"]), rtol=0, atol=1e-12)
+    torch.testing.assert_close(sums["fedrs centered"], torch.zeros_like(sums["plain"]), rtol=0, atol=1e-12)
+    assert sums["fedrs"].abs().max() > 0.01  # absent classes scaled down: every logit is pushed together

@@ -309,3 +309,18 @@ def test_server_state_round_trips():
     assert set(s.state()) == {"m", "v"}
     assert torch.equal(other.aggregate(t(GLOBAL), two_updates()), s.aggregate(t(GLOBAL), two_updates()))
     assert FedAvg().state() == {} and set(Scaffold(3, 1.0).state()) == {"c", "c_worker"}
+
+
+def test_fedrs_drifts_every_logit_together_and_removing_the_common_gradient_part_stops_it(toy):
+    """At one class per worker the mean output bias (the bias part of the mean logit) stays where it started
+    under FedAvg, whose workers' logit gradients sum to zero, climbs under FedRS, and stays put again once the
+    common part of each gradient is removed (the book's diagnostic)."""
+    from fedcore.geometry import mean_output_bias
+
+    drift = {}
+    for strategy in ("fedavg", "fedrs", "fedrs-centered"):
+        config = _config(strategy=strategy, rs_alpha=0.5, bias=1.0, rounds=4, participation=1.0, processes=1)
+        _, values = mean_output_bias(run_federated(config, progress=False, data=toy))
+        drift[strategy] = values[-1] - values[0]
+    assert abs(drift["fedavg"]) < 1e-5 and abs(drift["fedrs-centered"]) < 1e-5  # float rounding only
+    assert drift["fedrs"] > 1e-3
