@@ -25,11 +25,13 @@ def per_round(result: RunResult, value: Callable[[list[Row]], float]) -> tuple[l
     return list(table), [value(rows) for rows in table.values()]
 
 
-def mean_output_bias(result: RunResult) -> tuple[list[int], list[float]]:
-    """(rounds, the global model's mean output-layer bias after each): the bias part of the mean logit. It moves
-    only where the workers' logit gradients have a common part, which plain cross-entropy's never has (they sum
-    to zero over the classes) and FedRS's restricted softmax has wherever a worker misses classes."""
-    return [int(row["round"]) for row in result.rounds], [float(np.mean(row["output_bias"])) for row in result.rounds]
+def output_bias_drift(result: RunResult) -> tuple[list[int], list[float]]:
+    """(rounds, how far the global model's mean output-layer bias has moved since round 0): the bias part of the
+    mean logit. It moves only where the workers' logit gradients have a common part, which plain cross-entropy's
+    never has (they sum to zero over the classes) and FedRS's restricted softmax has wherever a worker misses
+    classes."""
+    means = [float(np.mean(row["output_bias"])) for row in result.rounds]
+    return [int(row["round"]) for row in result.rounds], [m - means[0] for m in means]
 
 
 def mean_cosine(rows: list[Row]) -> float:

@@ -315,12 +315,13 @@ def test_fedrs_drifts_every_logit_together_and_removing_the_common_gradient_part
     """At one class per worker the mean output bias (the bias part of the mean logit) stays where it started
     under FedAvg, whose workers' logit gradients sum to zero, climbs under FedRS, and stays put again once the
     common part of each gradient is removed (the book's diagnostic)."""
-    from fedcore.geometry import mean_output_bias
+    from fedcore.geometry import output_bias_drift
 
     drift = {}
     for strategy in ("fedavg", "fedrs", "fedrs-centered"):
         config = _config(strategy=strategy, rs_alpha=0.5, bias=1.0, rounds=4, participation=1.0, processes=1)
-        _, values = mean_output_bias(run_federated(config, progress=False, data=toy))
-        drift[strategy] = values[-1] - values[0]
+        _, moved = output_bias_drift(run_federated(config, progress=False, data=toy))
+        assert moved[0] == 0.0
+        drift[strategy] = moved[-1]
     assert abs(drift["fedavg"]) < 1e-5 and abs(drift["fedrs-centered"]) < 1e-5  # float rounding only
     assert drift["fedrs"] > 1e-3
