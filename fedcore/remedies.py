@@ -77,8 +77,9 @@ REMEDIES: dict[str, Remedy] = {
         "lr_decay", (0.9, 0.95, 0.97, 0.99), (0.8,), (0.995,),
         "ours: no paper gives one; factors per round around the 0.97 chosen before", weaker="above")),
     "fedrs": Remedy("FedRS", "label skew", {"strategy": "fedrs"}, Grid(
-        "rs_alpha", (0.01, 0.1, 0.5, 0.9), (0.001,), (),
-        "FedRepo's (the FedRS authors' code) alpha 0.1, 0.5, 0.9, and 0.01 below", weaker="above")),
+        "rs_alpha", (0.01, 0.1, 0.5, 0.9, 0.95, 0.99), (0.001,), (),
+        "FedRepo's (the FedRS authors' code) alpha 0.1, 0.5, 0.9, 0.01 below and 0.95, 0.99 toward FedAvg's 1",
+        weaker="above")),
     "fedlc": Remedy("FedLC (absent classes counted once)", "label skew", {"strategy": "fedlc"}, Grid(
         "lc_tau", (0.1, 0.3, 1.0, 3.0), (0.03,), (10.0,),
         f"around tau 1, the default of FL-bench's and fluke's FedLC, {HALF_DECADES}")),

@@ -9,7 +9,7 @@ search is retrained and no chosen value is typed. Every build retrains a few of 
 drawn from the record's own content, so that another record gets another sample) and stops where one validation
 history differs by a bit (``verify``).
 
-A record that no longer fits the code (another grid, base configuration, seeds or rung) or whose choices do not
+A record that no longer fits the code (another grid, base configuration, seeds or rounds) or whose choices do not
 follow from its own histories is refused, naming what differs; ``make design`` re-derives it.
 """
 
@@ -39,11 +39,11 @@ from fedcore.runner import run_many
 from fedcore.store import write_atomic
 from fedcore.version import engine_fingerprint
 
-FORMAT = 1
+FORMAT = 2
 RECORD_ENV = "FEDCORE_SEARCH_RECORD"
 DEFAULT_RECORD = Path(__file__).resolve().parent.parent / "book" / "search.json"
 REDERIVE = "`make design` re-derives the record"
-LENGTHS = ("rung", "full")  # a trial's runs to the rung and, where it went on, to the full rounds
+PER_SCENARIO = 2  # runs of each scenario retrained by every build, each of another remedy
 
 
 class RecordMismatch(Exception):
@@ -81,10 +81,10 @@ def config_of(scenario: str, remedy: str, value: float, seed: int, rounds: int) 
 
 
 def _settings(scenario: str) -> dict[str, object]:
-    """What the record must match of how a scenario is searched: base configuration, seeds, rung, rounds, window."""
-    return {"base": tuning.base(scenario).experiment(), "seeds": list(range(tuning.TUNING_SEEDS)),
-            "rung_rounds": tuning.rung_rounds(scenario), "rounds": tuning.base(scenario).rounds,
-            "last": tuning.LAST}
+    """What the record must match of how a scenario is searched: base configuration, seeds, rounds, window."""
+    return {"base": tuning.base(scenario).experiment(), "seeds": list(tuning.TUNING_SEEDS),
+            "more_seeds": list(tuning.MORE_SEEDS),
+            "rounds": tuning.base(scenario).rounds, "last": tuning.LAST}
 
 
 def _run_entry(result: RunResult) -> dict[str, object]:
@@ -95,8 +95,8 @@ def _run_entry(result: RunResult) -> dict[str, object]:
 def _scenario_entry(scenario: str, found: dict[str, tuning.Search]) -> dict[str, object]:
     remedies = {}
     for m, s in found.items():
-        trials = [{"value": t.value, "extension": t.extension, "rung": [_run_entry(r) for r in t.rung],
-                   "full": None if t.full is None else [_run_entry(r) for r in t.full]} for t in s.trials]
+        trials = [{"value": t.value, "extension": t.extension, "runs": [_run_entry(r) for r in t.runs]}
+                  for t in s.trials]
         remedies[m] = {**_grid(m), "chosen": s.chosen.value, "trials": trials}
     return {**_settings(scenario), "remedies": remedies}
 
@@ -152,15 +152,18 @@ def _searches(path: Path, scenario: str, entry: dict[str, object]) -> dict[str, 
         e = entry["remedies"][m]
         if {k: e.get(k) for k in _grid(m)} != _grid(m):
             raise _fail(path, f"{m} ({scenario}) was searched on another grid than fedcore.remedies defines")
-        trials = [tuning.Trial(float(t["value"]), [_recorded(scenario, m, t["value"], r) for r in t["rung"]],
-                               None if t["full"] is None else [_recorded(scenario, m, t["value"], r)
-                                                               for r in t["full"]], bool(t["extension"]))
-                  for t in e["trials"]]
+        trials = [tuning.Trial(float(t["value"]), [_recorded(scenario, m, t["value"], r) for r in t["runs"]],
+                               bool(t["extension"])) for t in e["trials"]]
         search = tuning.Search(m, trials)
-        grid_trials = [t for t in trials if not t.extension]
-        if {t.value for t in tuning.better_half(m, grid_trials)} != {t.value for t in grid_trials if t.full}:
-            raise _fail(path, f"{m} ({scenario}) continued other values to full length than its rung's histories "
-                              "give")
+        if [t.value for t in trials if not t.extension] != list(REMEDIES[m].grid.values):
+            raise _fail(path, f"{m} ({scenario}) holds other values of its grid than fedcore.remedies defines")
+        seeds = [[int(r.config["seed"]) for r in t.runs] for t in trials]
+        allowed = (list(tuning.TUNING_SEEDS), [*tuning.TUNING_SEEDS, *tuning.MORE_SEEDS])
+        if any(s not in allowed for s in seeds):
+            raise _fail(path, f"{m} ({scenario}) holds runs of other seeds than {allowed[0]} (or {allowed[1]})")
+        if search.unsettled() or search.edge_extension() is not None:
+            raise _fail(path, f"{m} ({scenario}) stopped before its search was done (a choice on an edge or "
+                              "unsettled)")
         if search.chosen.value != e["chosen"]:
             raise _fail(path, f"{m} ({scenario}) records the choice {e['chosen']:g}, its own histories give "
                               f"{search.chosen.value:g}")
@@ -211,27 +214,25 @@ class Sampled:
     scenario: str
     remedy: str
     value: float
-    length: str
     run: RecordedRun
 
     def __str__(self) -> str:
         param = REMEDIES[self.remedy].grid.param
-        rounds = self.run.config["rounds"]
         return (f"{self.remedy} {param}={self.value:g} seed {self.run.config['seed']} ({self.scenario}, "
-                f"{'rung' if self.length == 'rung' else 'full length'}: {rounds} rounds)")
+                f"{self.run.config['rounds']} rounds)")
 
 
 def sample(found: dict[str, dict[str, tuning.Search]], seed_text: str) -> list[Sampled]:
-    """One run for each scenario and length (rung, full), each of another remedy while there are others, drawn
-    with a random generator seeded by ``seed_text`` (the record's content): another record, another sample."""
+    """PER_SCENARIO runs of each scenario, each of another remedy while there are others, drawn with a random
+    generator seeded by ``seed_text`` (the record's content): another record, another sample."""
     rng = random.Random(hashlib.sha256(seed_text.encode()).hexdigest())
     picked: list[Sampled] = []
     for scenario in sorted(found):
-        for length in LENGTHS:
-            runs = [Sampled(scenario, m, t.value, length, r) for m in sorted(found[scenario])
-                    for t in found[scenario][m].trials for r in (getattr(t, length) or [])]
-            fresh = [p for p in runs if p.remedy not in {q.remedy for q in picked}]
-            picked.append(rng.choice(fresh or runs))
+        runs = [Sampled(scenario, m, t.value, r) for m in sorted(found[scenario])
+                for t in found[scenario][m].trials for r in t.runs]
+        for _ in range(PER_SCENARIO):
+            left = [p for p in runs if p not in picked]
+            picked.append(rng.choice([p for p in left if p.remedy not in {q.remedy for q in picked}] or left))
     return picked
 
 

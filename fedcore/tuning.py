@@ -2,15 +2,15 @@
 images held out of the training set (never the test set), in each scenario the book compares.
 
 Every run of a scenario, tuning and comparison alike, holds out the same ``VALIDATION`` training images and
-trains on the rest, so the tuning runs at the chosen values (seeds 0..TUNING_SEEDS-1) are the first seeds of
-the comparison. The grids are searched by successive halving (as in Hyperband and ASHA): every value runs the
-first ``1/RUNG`` of the rounds at the tuning seeds, and the better half of the values (by validation score) is
-continued to the full rounds, from where it stopped (the run store keeps the rung's checkpoints: the continued
-run is the full-length run bit for bit). The choice is made on the full-length score, never typed in: per
-remedy, the value with the highest validation accuracy averaged over the last ``LAST`` rounds and then over
-the tuning seeds (a diverged seed counts at chance); ties go toward FedAvg (``Grid.weaker``). A choice on an
-edge of the grid extends it by the next value on that side (``Grid.below``/``above``), run at full length,
-until the choice is inside or the extensions run out.
+trains on the rest. The tuning runs use seeds of their own (``TUNING_SEEDS``), apart from every seed of the
+comparison (those count up from 0), so that no comparison run was selected for. Every value of every grid runs
+all the rounds at every tuning seed: on this problem a value's order at half length is a poor guide to its order
+at full length (``rank_agreement`` measures it from the same runs, whose first half is the half-length run).
+The choice is made on the full-length score, never typed in: per remedy, the value with the highest validation
+accuracy averaged over the last ``LAST`` rounds and then over the tuning seeds (a diverged seed counts at
+chance); ties go toward FedAvg (``Grid.weaker``). A choice on an edge of the grid extends it by the next value on
+that side (``Grid.below``/``above``) until the choice is inside or the extensions run out; where the intervals of
+the choice and the runner-up overlap, both run ``MORE_SEEDS`` too and the choice is made again.
 
 The search runs in ``make design``, apart from the book's build: ``fedcore.search_record`` keeps its runs'
 validation histories and its choices in the committed record that the book's pages read.
@@ -38,8 +38,10 @@ SCENARIOS: dict[str, dict[str, object]] = {
     "heavy": {"local_steps": 188, "momentum": 0.9, "rounds": 20},
 }
 VALIDATION = 6000  # training images held out (10%): the workers share the other 54,000
-TUNING_SEEDS = 2
-RUNG = 2  # successive halving: every value runs rounds // RUNG rounds, the better 1/RUNG of them all rounds
+# Seeds of the tuning runs, apart from every comparison seed (a design pins at most design.MAX_SEEDS): three for
+# every value, and two more for the chosen value and the runner-up where their validation intervals overlap.
+TUNING_SEEDS = (10_001, 10_002, 10_003)
+MORE_SEEDS = (10_004, 10_005)
 LAST = 5  # final rounds whose validation accuracy is averaged (less noise than the last round alone)
 SEEDS = 5  # seeds of every method in the comparison
 CLOSE_SEEDS = 10  # seeds of both methods of a paired comparison whose verdict is close
@@ -62,28 +64,24 @@ def trial_config(scenario: str, remedy: str, value: float) -> RunConfig:
     return base(scenario).replace(**REMEDIES[remedy].setting(value))
 
 
-def rung_rounds(scenario: str) -> int:
-    """The rounds every grid value runs before the worse half is dropped."""
-    return base(scenario).rounds // RUNG
-
-
-def score(results: Sequence[RunResult]) -> Estimate:
-    """Validation accuracy (percent) over the seeds, each seed's the mean of its last LAST rounds."""
-    rounds = int(results[0].config["rounds"])
+def score(results: Sequence[RunResult], at: int | None = None) -> Estimate:
+    """Validation accuracy (percent) over the seeds, each seed's the mean of the LAST rounds up to round ``at``
+    (default: the last); a seed diverged by then counts at chance."""
+    rounds = int(results[0].config["rounds"]) if at is None else at
     window = range(max(1, rounds - LAST + 1), rounds + 1)
     per_seed = [statistics.fmean(v) for v in zip(*(seed_values(results, "val_accuracy", r) for r in window),
                                                   strict=True)]
-    return estimate(per_seed, sum(bool(r.diverged) for r in results)).scaled(100)
+    diverged = sum(bool(r.diverged) and len(r.rounds) <= rounds for r in results)
+    return estimate(per_seed, diverged).scaled(100)
 
 
 @dataclass
 class Trial:
-    """One value of a remedy's grid: its runs at the rung and, where it went on, at full length; ``extension``
-    when it was added because the choice sat on an edge."""
+    """One value of a remedy's grid: its runs, one per tuning seed, all the rounds; ``extension`` when it was
+    added because the choice sat on an edge."""
 
     value: float
-    rung: list[RunResult]
-    full: list[RunResult] | None = None
+    runs: list[RunResult]
     extension: bool = False
 
 
@@ -96,10 +94,15 @@ class Search:
 
     @property
     def chosen(self) -> Trial:
-        """The continued trial with the best full-length score (ties: the value nearer FedAvg)."""
-        full = [t for t in self.trials if t.full is not None]
+        """The trial with the best score (ties: the value nearer FedAvg)."""
+        return self.leader()
+
+    def leader(self, at: int | None = None) -> Trial:
+        """The trial with the best score up to round ``at`` (default: all rounds; ties: the value nearer
+        FedAvg)."""
         grid = REMEDIES[self.remedy].grid
-        return max(full, key=lambda t: (score(t.full).mean, grid.toward_fedavg(t.value)))
+        # Rounded, so that equal scores over different numbers of seeds (all at chance, say) tie exactly.
+        return max(self.trials, key=lambda t: (round(score(t.runs, at).mean, 9), grid.toward_fedavg(t.value)))
 
     @property
     def edge(self) -> str | None:
@@ -107,6 +110,18 @@ class Search:
         if self.chosen is self.trials[0]:
             return "below"
         return "above" if self.chosen is self.trials[-1] else None
+
+    def unsettled(self) -> list[Trial]:
+        """The chosen trial and the runner-up, those of them still at TUNING_SEEDS, where the 95% intervals of
+        their scores overlap; else none."""
+        if len(self.trials) < 2:
+            return []
+        ranked = sorted(self.trials, key=lambda t: score(t.runs).mean, reverse=True)
+        chosen = self.chosen
+        runner_up = next(t for t in ranked if t is not chosen)
+        if score(chosen.runs).low > score(runner_up.runs).high:
+            return []
+        return [t for t in (chosen, runner_up) if len(t.runs) == len(TUNING_SEEDS)]
 
     def edge_extension(self) -> float | None:
         """The next value beyond the grid's edge where the choice sits on it, else None."""
@@ -116,43 +131,53 @@ class Search:
         return next((v for v in getattr(REMEDIES[self.remedy].grid, self.edge) if v not in tried), None)
 
 
-def _runs(configs: dict[tuple[str, float], RunConfig], **options: object) -> dict[tuple[str, float], list]:
-    """Each configuration over the tuning seeds, trained together where missing."""
-    jobs = [(c.replace(seed=s), "federated") for c in configs.values() for s in range(TUNING_SEEDS)]
-    results = run_many(jobs, allow_divergence=True, **options)
-    return {k: results[i * TUNING_SEEDS : (i + 1) * TUNING_SEEDS] for i, k in enumerate(configs)}
-
-
-def better_half(remedy: str, trials: Sequence[Trial]) -> list[Trial]:
-    """The trials of a grid that go on to full length: the better 1/RUNG by the rung's score, ties toward FedAvg."""
-    grid = REMEDIES[remedy].grid
-    ranked = sorted(trials, key=lambda t: (score(t.rung).mean, grid.toward_fedavg(t.value)), reverse=True)
-    return ranked[: math.ceil(len(trials) / RUNG)]
-
-
 def _trials(scenario: str, values: dict[str, list[float]], extension: bool) -> dict[str, list[Trial]]:
-    """New trials of each remedy's values: at the rung (checkpoints kept), then every one continued (an
-    extension), or (a grid) only the better half by the rung's score."""
-    config = {(m, v): trial_config(scenario, m, v) for m, vs in values.items() for v in vs}
-    rung = _runs({k: c.replace(rounds=rung_rounds(scenario)) for k, c in config.items()}, keep_checkpoints=True)
-    trials = {m: [Trial(v, rung[(m, v)], extension=extension) for v in vs] for m, vs in values.items()}
-    going_on = {m: ts if extension else better_half(m, ts) for m, ts in trials.items()}
-    finished = _runs({(m, t.value): config[(m, t.value)] for m, ts in going_on.items() for t in ts},
-                     resume_from=rung_rounds(scenario))
-    for m, ts in going_on.items():
+    """New trials of each remedy's values, every one at every tuning seed and all the rounds, trained together
+    where missing."""
+    configs = [trial_config(scenario, m, v) for m, vs in values.items() for v in vs]
+    jobs = [(c.replace(seed=s), "federated") for c in configs for s in TUNING_SEEDS]
+    results = iter(run_many(jobs, allow_divergence=True))
+    return {m: [Trial(v, [next(results) for _ in TUNING_SEEDS], extension) for v in vs] for m, vs in values.items()}
+
+
+def _more_seeds(scenario: str, trials: dict[str, list[Trial]]) -> None:
+    """Each trial's runs at MORE_SEEDS added to it, trained together where missing."""
+    jobs = [(trial_config(scenario, m, t.value).replace(seed=s), "federated") for m, ts in trials.items()
+            for t in ts for s in MORE_SEEDS]
+    results = iter(run_many(jobs, allow_divergence=True))
+    for ts in trials.values():
         for t in ts:
-            t.full = finished[(m, t.value)]
-    return trials
+            t.runs += [next(results) for _ in MORE_SEEDS]
 
 
 def search(scenario: str) -> dict[str, Search]:
-    """Every tuned remedy's search in a scenario, from the store or trained (all remedies together)."""
+    """Every tuned remedy's search in a scenario, from the store or trained (all remedies together): the grid,
+    then edge extensions while a choice sits on an edge, and more seeds while a choice is unsettled."""
     found = {m: Search(m, ts) for m, ts in _trials(
         scenario, {m: list(REMEDIES[m].grid.values) for m in tuned()}, extension=False).items()}
-    while extend := {m: [v] for m, s in found.items() if (v := s.edge_extension()) is not None}:
-        for m, ts in _trials(scenario, extend, extension=True).items():
-            found[m].trials = sorted([*found[m].trials, *ts], key=lambda t: t.value)
-    return found
+    while True:
+        if extend := {m: [v] for m, s in found.items() if (v := s.edge_extension()) is not None}:
+            for m, ts in _trials(scenario, extend, extension=True).items():
+                found[m].trials = sorted([*found[m].trials, *ts], key=lambda t: t.value)
+        elif more := {m: ts for m, s in found.items() if (ts := s.unsettled())}:
+            _more_seeds(scenario, more)
+        else:
+            return found
+
+
+def rank_agreement(search: Search, at: int) -> float:
+    """Spearman's rank correlation, over a remedy's trials, between the scores up to round ``at`` and at full
+    length (1: a search stopped at round ``at`` would rank the values alike); nan where either is constant."""
+    def ranks(xs: list[float]) -> list[float]:
+        order = sorted(xs)
+        return [order.index(x) + (order.count(x) - 1) / 2 for x in xs]
+
+    early = ranks([score(t.runs, at).mean for t in search.trials])
+    full = ranks([score(t.runs).mean for t in search.trials])
+    try:
+        return statistics.correlation(early, full)
+    except statistics.StatisticsError:
+        return math.nan
 
 
 def best_of(series: dict[str, list[RunResult]], family: str) -> str | None:

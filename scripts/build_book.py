@@ -337,7 +337,9 @@ def main() -> None:
     pages = [e for e in due if not e.get("summary")]
     store = RunStore()
     train_start = time.perf_counter()
-    trained = plan.train(plan.unique(planned, [e["output"] for e in pages]), store)
+    # While the design records, a page it does not list yet runs what its rules decide, which no plan knows.
+    trained = plan.train(plan.unique(planned, [e["output"] for e in pages if not recording or e["output"] in seeds]),
+                         store)
     times.append((f"planned runs ({len(trained)} trained)", f"{time.perf_counter() - train_start:.1f} s"))
     REQUESTS.unlink(missing_ok=True)
     render_start = time.perf_counter()

@@ -40,10 +40,9 @@ def fake_runs(monkeypatch) -> None:
     monkeypatch.setattr(tuning, "run_many", run_many)
 
 
-def swap_rungs(trials: list[dict]) -> None:
-    """The rung histories of the grid's first and last value swapped: the better half is now the other one."""
-    first, last = trials[0], [t for t in trials if not t["extension"]][-1]
-    first["rung"], last["rung"] = last["rung"], first["rung"]
+def drop_a_value(trials: list[dict]) -> None:
+    """The grid's second value gone from the record, as if it had never run."""
+    trials.pop(1)
 
 
 def write(path, record) -> None:
@@ -59,8 +58,8 @@ def test_the_record_holds_every_run_one_per_line_and_reads_back_as_the_search(mo
     write(path, record)
     text = path.read_text()
     runs = [line for line in text.splitlines() if '"val_accuracy"' in line]
-    per_scenario = {s: sum(len(t["rung"]) + len(t["full"] or []) for e in record["scenarios"][s]["remedies"].values()
-                           for t in e["trials"]) for s in tuning.SCENARIOS}
+    per_scenario = {s: sum(len(t["runs"]) for e in record["scenarios"][s]["remedies"].values() for t in e["trials"])
+                    for s in tuning.SCENARIOS}
     assert len(runs) == sum(per_scenario.values())  # one line each
     assert json.loads(text) == record
     found = search_record.load(path)
@@ -69,8 +68,9 @@ def test_the_record_holds_every_run_one_per_line_and_reads_back_as_the_search(mo
         for m in TOYS:
             assert [t.value for t in found[scenario][m].trials] == [t.value for t in live[m].trials]
             assert found[scenario][m].chosen.value == live[m].chosen.value == (1.0 if m == "prox" else 0.99)
-            assert [r.column("val_accuracy") for r in found[scenario][m].chosen.full] == \
-                [r.column("val_accuracy") for r in live[m].chosen.full]
+            assert [len(t.runs) for t in found[scenario][m].trials] == ([3, 3, 3, 3] if m == "prox" else [3, 3, 5, 5])
+            assert [r.column("val_accuracy") for r in found[scenario][m].chosen.runs] == \
+                [r.column("val_accuracy") for r in live[m].chosen.runs]
     monkeypatch.setenv(search_record.RECORD_ENV, str(path))
     assert search_record.chosen("heavy")["prox"] == {"strategy": "fedprox", "mu": 1.0}
     assert search_record.chosen("heavy")["fedavg"] == {}
@@ -83,8 +83,12 @@ def test_the_record_holds_every_run_one_per_line_and_reads_back_as_the_search(mo
     (lambda r: r["scenarios"]["standard"]["base"].update(lr=0.1), "searched with base"),
     (lambda r: r["scenarios"].pop("heavy"), "scenarios"),
     (lambda r: r.update(format=0), "format 0"),
-    (lambda r: r["scenarios"]["standard"]["remedies"]["prox"]["trials"][0].pop("rung"), "malformed"),
-    (lambda r: swap_rungs(r["scenarios"]["standard"]["remedies"]["prox"]["trials"]), "continued other values"),
+    (lambda r: r["scenarios"]["standard"]["remedies"]["prox"]["trials"][0].pop("runs"), "malformed"),
+    (lambda r: drop_a_value(r["scenarios"]["standard"]["remedies"]["prox"]["trials"]), "other values of its grid"),
+    (lambda r: r["scenarios"]["heavy"]["remedies"]["decay"]["trials"][2]["runs"][1].update(seed=1),
+     "runs of other seeds"),
+    (lambda r: [t["runs"].__delitem__(slice(3, None)) for t in r["scenarios"]["heavy"]["remedies"]["decay"]["trials"]],
+     "stopped before its search was done"),
 ])
 def test_a_stale_or_doctored_record_is_refused_naming_what_differs(monkeypatch, tmp_path, doctor, message):
     use_toys(monkeypatch)
@@ -110,15 +114,14 @@ def test_a_missing_or_broken_record_is_one_error(tmp_path):
             search_record.load(path)
 
 
-def test_the_sample_covers_both_scenarios_and_lengths_on_distinct_remedies_and_follows_the_record(monkeypatch):
+def test_the_sample_covers_both_scenarios_on_distinct_remedies_and_follows_the_record(monkeypatch):
     found = search_record.load(search_record.DEFAULT_RECORD)  # the committed record
     text = search_record.DEFAULT_RECORD.read_text()
     picked = search_record.sample(found, text)
-    assert [(p.scenario, p.length) for p in picked] == [(s, n) for s in sorted(tuning.SCENARIOS)
-                                                         for n in search_record.LENGTHS]
+    assert [p.scenario for p in picked] == [s for s in sorted(tuning.SCENARIOS)
+                                            for _ in range(search_record.PER_SCENARIO)]
     assert len({p.remedy for p in picked}) == len(picked)
-    assert all(p.run.config["rounds"] == (tuning.rung_rounds(p.scenario) if p.length == "rung"
-                                          else tuning.base(p.scenario).rounds) for p in picked)
+    assert all(p.run.config["rounds"] == tuning.base(p.scenario).rounds for p in picked)
     assert [str(p) for p in search_record.sample(found, text)] == [str(p) for p in picked]  # the same record
     others = {tuple(str(p) for p in search_record.sample(found, text + " " * i)) for i in range(1, 20)}
     assert len(others) > 1  # another record, another sample
@@ -139,11 +142,11 @@ def test_a_record_is_verified_by_retraining_and_a_doctored_history_fails_naming_
     first = picked[0]
     trial = next(t for t in record["scenarios"][first.scenario]["remedies"][first.remedy]["trials"]
                  if t["value"] == first.value)
-    next(r for r in trial[first.length] if r["seed"] == first.run.config["seed"])["val_accuracy"][0] += 1e-12
+    next(r for r in trial["runs"] if r["seed"] == first.run.config["seed"])["val_accuracy"][0] += 1e-12
     write(path, record)  # one bit of the initial model's score (outside the choice's window)
     trial = next(t for t in search_record.load(path)[first.scenario][first.remedy].trials if t.value == first.value)
-    doctored = next(r for r in getattr(trial, first.length) if r.config["seed"] == first.run.config["seed"])
+    doctored = next(r for r in trial.runs if r.config["seed"] == first.run.config["seed"])
     with pytest.raises(search_record.RecordMismatch, match="make design") as err:
-        search_record.verify([search_record.Sampled(first.scenario, first.remedy, first.value, first.length, doctored)],
+        search_record.verify([search_record.Sampled(first.scenario, first.remedy, first.value, doctored)],
                              progress=False)
     assert f"{first}, retrained, differs from the search record at round 0" in str(err.value)

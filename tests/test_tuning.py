@@ -1,4 +1,5 @@
-"""Tuning on validation data: grids, successive halving, edge extensions, and the comparison's seeds."""
+"""Tuning on validation data: grids, full-length trials, rank agreement, edge extensions, and the comparison's
+seeds."""
 
 import dataclasses
 
@@ -10,12 +11,19 @@ from fedcore.remedies import REMEDIES, Grid, Remedy, tuned
 from fedcore.results import RunResult
 
 
-def fake(final: float, rounds: int = 10, diverged_at: int | None = None) -> RunResult:
-    """A run whose validation accuracy is ``final`` over its last rounds (rows stop at a divergence)."""
+def fake(final: float | tuple[float, float], rounds: int = 10, diverged_at: int | None = None,
+         seed: int = 0) -> RunResult:
+    """A run whose validation accuracy is ``final`` over its last rounds (rows stop at a divergence); ``final`` a
+    pair (half, full): ``half`` over the last rounds up to round rounds // 2 as well."""
+    half, full = final if isinstance(final, tuple) else (0.5, final)
     last = rounds if diverged_at is None else diverged_at - 1
-    rows = [{"round": r, "val_accuracy": final if r > rounds - tuning.LAST else 0.5, "test_accuracy": final,
-             "predicted": [0] * 10} for r in range(last + 1)]
-    return RunResult("federated", "k", {"rounds": rounds}, rounds=rows,
+
+    def val(r: int) -> float:
+        return full if r > rounds - tuning.LAST else half if rounds // 2 - tuning.LAST < r <= rounds // 2 else 0.5
+
+    rows = [{"round": r, "val_accuracy": val(r), "test_accuracy": full, "predicted": [0] * 10}
+            for r in range(last + 1)]
+    return RunResult("federated", "k", {"rounds": rounds, "seed": seed}, rounds=rows,
                      diverged=None if diverged_at is None else f"test loss became nan at round {diverged_at}")
 
 
@@ -29,7 +37,8 @@ def test_every_tuned_remedy_has_a_grid_of_four_values_or_more_and_every_run_hold
             value = remedy.grid.values[0] if remedy.grid else None
             start.replace(**remedy.setting(value))  # every setting is a valid configuration
     assert tuning.base("heavy").local_steps == 188 and tuning.base("heavy").rounds == 20
-    assert tuning.rung_rounds("standard") == 25 and tuning.rung_rounds("heavy") == 10
+    assert len(tuning.TUNING_SEEDS) >= 3 and min(tuning.TUNING_SEEDS) > design.MAX_SEEDS  # apart from the comparison's
+    assert REMEDIES["fedrs"].grid.values[-2:] == (0.95, 0.99)  # toward FedAvg's alpha 1
     with pytest.raises(ConfigError, match="scenario must be one of standard, heavy"):
         tuning.base("light")
 
@@ -63,25 +72,30 @@ def fake_search(monkeypatch, accuracy) -> list[tuple[float, int, dict]]:
 
     def run_many(jobs, allow_divergence, **options):
         calls.extend((c.mu, c.rounds, options) for c, _ in jobs)
-        return [fake(accuracy(c.mu, c.rounds), rounds=c.rounds) for c, _ in jobs]
+        return [fake(accuracy(c.mu, c.rounds), rounds=c.rounds, seed=c.seed) for c, _ in jobs]
 
     monkeypatch.setattr(tuning, "run_many", run_many)
     return calls
 
 
-def test_successive_halving_continues_the_better_half_and_chooses_on_the_full_length_score(monkeypatch):
-    # At the rung 0.1 and 1 lead; at full length 1 overtakes 0.1. 10 would have been best, but is dropped.
-    rung_scores = {0.01: 0.5, 0.1: 0.8, 1.0: 0.7, 10.0: 0.6}
-    full_scores = {0.1: 0.82, 1.0: 0.9}
-    calls = fake_search(monkeypatch, lambda mu, r: rung_scores[mu] if r == 25 else full_scores[mu])
+def test_every_value_runs_all_rounds_at_every_tuning_seed_and_the_choice_is_the_full_length_leader(monkeypatch):
+    # At half length 0.1 leads; at full length 1 overtakes it: the choice, and a rank agreement below 1.
+    half = {0.01: 0.5, 0.1: 0.8, 1.0: 0.7, 10.0: 0.6}
+    full = {0.01: 0.5, 0.1: 0.82, 1.0: 0.9, 10.0: 0.6}
+    calls = fake_search(monkeypatch, lambda mu, r: (half[mu], full[mu]))
     found = tuning.search("standard")["toy"]
     assert [t.value for t in found.trials] == [0.01, 0.1, 1.0, 10.0]
-    assert [t.full is not None for t in found.trials] == [False, True, True, False]
-    assert found.chosen.value == 1.0 and found.edge_extension() is None and found.edge is None
-    rung = [(mu, r) for mu, r, o in calls if o == {"keep_checkpoints": True}]
-    going_on = [(mu, r) for mu, r, o in calls if o == {"resume_from": 25}]
-    assert rung == [(mu, 25) for mu in (0.01, 0.1, 1.0, 10.0) for _ in range(tuning.TUNING_SEEDS)]
-    assert going_on == [(mu, 50) for mu in (0.1, 1.0) for _ in range(tuning.TUNING_SEEDS)]
+    assert calls == [(mu, 50, {}) for mu in (0.01, 0.1, 1.0, 10.0) for _ in tuning.TUNING_SEEDS]
+    assert [[r.config["seed"] for r in t.runs] for t in found.trials] == [list(tuning.TUNING_SEEDS)] * 4
+    assert found.chosen.value == 1.0 and found.leader(25).value == 0.1 and found.edge is None
+    assert tuning.rank_agreement(found, 25) == pytest.approx(0.8)  # ranks 1 4 3 2 against 1 3 4 2
+    assert tuning.rank_agreement(found, 50) == pytest.approx(1.0)
+
+
+def test_a_score_up_to_a_round_counts_a_seed_diverged_by_then_at_chance():
+    late = fake(0.9, rounds=50, diverged_at=40)
+    assert tuning.score([late], at=25).diverged == 0 and tuning.score([late]).diverged == 1
+    assert tuning.score([late]).mean == pytest.approx(10.0)
 
 
 def test_a_choice_on_an_edge_extends_the_grid_until_it_is_inside_or_the_extensions_run_out(monkeypatch):
@@ -91,8 +105,7 @@ def test_a_choice_on_an_edge_extends_the_grid_until_it_is_inside_or_the_extensio
     assert [t.value for t in found.trials] == [0.0001, 0.001, 0.01, 0.1, 1.0, 10.0]
     assert [t.value for t in found.trials if t.extension] == [0.0001, 0.001]
     assert found.chosen.value == 0.001 and found.edge_extension() is None  # inside now
-    assert all(t.full is not None for t in found.trials if t.extension)  # extensions always go to full length
-    assert len(calls) == tuning.TUNING_SEEDS * (4 + 2 + 2 * 2)  # the grid's rung, its better half, two extensions
+    assert len(calls) == len(tuning.TUNING_SEEDS) * (4 + 2)  # the grid and two extensions, all at full length
 
     fake_search(monkeypatch, lambda mu, r: {100.0: 0.99}.get(mu, mu / 100))  # best at the top, beyond it nothing
     found = tuning.search("standard")["toy"]
@@ -106,8 +119,7 @@ def test_ties_go_toward_fedavg_on_the_side_the_grid_names(monkeypatch):
     monkeypatch.setitem(tuning.REMEDIES, "toy", dataclasses.replace(TOY, grid=dataclasses.replace(TOY.grid,
                                                                                                   weaker="above")))
     found = tuning.search("standard")["toy"]
-    assert found.chosen.value == max(t.value for t in found.trials) == 100.0  # weaker above: the largest, and
-    assert [t.value for t in found.trials if t.full] == [1.0, 10.0, 100.0]  # the rung's ties went that way too
+    assert found.chosen.value == max(t.value for t in found.trials) == 100.0  # weaker above: the largest
     assert REMEDIES["fedrs"].grid.weaker == REMEDIES["lr decay"].grid.weaker == "above"  # alpha 1, factor 1: FedAvg
     assert all(REMEDIES[m].grid.weaker == "below" for m in tuned() if m not in ("fedrs", "lr decay"))
     with pytest.raises(ValueError, match="weaker must be"):
@@ -179,3 +191,20 @@ def test_in_the_book_the_design_pins_each_methods_seeds_and_logs_what_the_rules_
     assert log.read_text().splitlines() == [
         f"remedies: {m} runs the 5 seeds the design pins; its rule would now propose {tuning.CLOSE_SEEDS}"
         for m in ("fedavg", "scaffold")]
+
+
+def test_where_the_choice_and_the_runner_up_overlap_both_run_more_seeds_and_the_choice_is_made_again(monkeypatch):
+    # 0.1 and 1 score alike on the first seeds; on the two more seeds 1 pulls ahead. 0.01 and 10 stay at three.
+    def accuracy(mu: float, seed: int) -> float:
+        extra = seed in tuning.MORE_SEEDS
+        return {0.01: 0.5, 0.1: 0.80, 1.0: 0.95 if extra else 0.80, 10.0: 0.6}[mu] + 0.01 * (seed % 2)
+
+    monkeypatch.setattr(tuning, "REMEDIES", {"fedavg": REMEDIES["fedavg"], "toy": dataclasses.replace(
+        TOY, grid=dataclasses.replace(TOY.grid, below=(), above=()))})
+    monkeypatch.setattr(tuning, "tuned", lambda: ["toy"])
+    monkeypatch.setattr(tuning, "run_many", lambda jobs, allow_divergence: [
+        fake(accuracy(c.mu, c.seed), rounds=c.rounds, seed=c.seed) for c, _ in jobs])
+    found = tuning.search("standard")["toy"]
+    assert {t.value: len(t.runs) for t in found.trials} == {0.01: 3, 0.1: 5, 1.0: 5, 10.0: 3}
+    assert [r.config["seed"] for r in found.trials[2].runs] == [*tuning.TUNING_SEEDS, *tuning.MORE_SEEDS]
+    assert found.chosen.value == 1.0 and found.unsettled() == []
