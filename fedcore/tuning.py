@@ -77,8 +77,8 @@ def score(results: Sequence[RunResult], at: int | None = None) -> Estimate:
 
 @dataclass
 class Trial:
-    """One value of a remedy's grid: its runs, one per tuning seed, all the rounds; ``extension`` when it was
-    added because the choice sat on an edge."""
+    """One value of a remedy's grid: its runs, all the rounds, at TUNING_SEEDS (and MORE_SEEDS where it was
+    unsettled); ``extension`` when it was added because the choice sat on an edge."""
 
     value: float
     runs: list[RunResult]
