@@ -100,9 +100,12 @@ class Search:
     def leader(self, at: int | None = None) -> Trial:
         """The trial with the best score up to round ``at`` (default: all rounds; ties: the value nearer
         FedAvg)."""
-        grid = REMEDIES[self.remedy].grid
-        # Rounded, so that equal scores over different numbers of seeds (all at chance, say) tie exactly.
-        return max(self.trials, key=lambda t: (round(score(t.runs, at).mean, 9), grid.toward_fedavg(t.value)))
+        return max(self.trials, key=lambda t: self._rank(t, at))
+
+    def _rank(self, trial: Trial, at: int | None = None) -> tuple[float, float]:
+        """A trial's place in the order: its score, rounded so that equal scores over different numbers of seeds
+        (all at chance, say) tie exactly, then nearness to FedAvg."""
+        return round(score(trial.runs, at).mean, 9), REMEDIES[self.remedy].grid.toward_fedavg(trial.value)
 
     @property
     def edge(self) -> str | None:
@@ -116,9 +119,8 @@ class Search:
         their scores overlap; else none."""
         if len(self.trials) < 2:
             return []
-        ranked = sorted(self.trials, key=lambda t: score(t.runs).mean, reverse=True)
         chosen = self.chosen
-        runner_up = next(t for t in ranked if t is not chosen)
+        runner_up = max((t for t in self.trials if t is not chosen), key=self._rank)
         if score(chosen.runs).low > score(runner_up.runs).high:
             return []
         return [t for t in (chosen, runner_up) if len(t.runs) == len(TUNING_SEEDS)]
