@@ -1,12 +1,12 @@
 """Lock-step groups: one round of the ten workers' local training in lock-step stacks of k workers (the engine's
-``fedcore.local.GROUP``), one stack after another, for k = 10 (one stack of all), 5, 2 and 1, on one thread, as
-a pool process trains a book run.
+``fedcore.local.GROUPS[model]``), one stack after another, for k = 10 (one stack of all), 5, 2 and 1, on one
+thread, as a pool process trains a book run.
 
 For each k, the median seconds of ``--rounds`` rounds after a warm-up, per worker-step, and as a share of the best
 k in the same pass; two passes, so that one slow pass shows. It also checks that every group size gives the
 updates of all ten bit for bit (a group size that changed them would change every run's key and numbers).
-Workloads: the book's standard work (50 steps of 32 per round at bias 1) and its heavy work (one local epoch,
-momentum 0.9). Run it on a quiet machine.
+Workloads: the 2NN's standard work (50 steps of 32 per round at bias 1) and heavy work (one local epoch, momentum
+0.9), and softmax regression's standard work. Run it on a quiet machine.
 
     python benchmarks/lockstep_groups.py [--rounds 5]
 """
@@ -28,11 +28,11 @@ GROUPS = (10, 5, 2, 1)
 
 def round_seconds(config, data, model, shards, k: int, rounds: int) -> tuple[float, list[torch.Tensor]]:
     """Median seconds of ``rounds`` rounds (after one warm-up) training the ten workers in stacks of ``k``
-    (``fedcore.local.GROUP``); the updated parameters of the last round, in worker order."""
+    (``fedcore.local.GROUPS[config.model]``); the updated parameters of the last round, in worker order."""
     test = (data.test_x[:0], data.test_y[:0])
     tasks = [(w, None) for w in range(config.workers)]
     times, params = [], []
-    local.GROUP = k
+    local.GROUPS[config.model] = k
     for rnd in range(1, rounds + 2):
         start = time.perf_counter()
         trained = local.train_workers(model, (data.train_x, data.train_y), shards, test, config, rnd, config.lr,
@@ -49,7 +49,8 @@ def main() -> None:
     local.configure_torch(1)
     standard = experiments.standard().replace(bias=1.0, eval_workers=0)
     workloads = {"standard work": standard,
-                 "heavy work": standard.replace(local_steps=None, local_epochs=1, momentum=0.9)}
+                 "heavy work": standard.replace(local_steps=None, local_epochs=1, momentum=0.9),
+                 "softmax regression, standard work": standard.replace(model="logistic")}
     mnist = datasets.load("mnist")
     for name, config in workloads.items():
         data, _, model = _setup(config, mnist)

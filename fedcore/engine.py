@@ -75,13 +75,13 @@ def _record(
 ) -> Evaluation:
     """Evaluate the global model (on the validation images too, if any), append its rows and return its test
     evaluation (stopping on NaN/inf)."""
-    ev = evaluate(model.module, data.test_x, data.test_y, data.num_classes)
+    ev = evaluate(model.module, data.test_x, data.test_y, data.num_classes, model.eval_chunk)
     if not math.isfinite(ev.loss):
         result.diverged = f"test loss became {ev.loss} at round {rnd} (lr {lr:g}); lower lr or the local work"
         raise TrainingDiverged(result.diverged, result)
     held: dict[str, object] = {}
     if validation is not None:
-        val = evaluate(model.module, *validation, data.num_classes)
+        val = evaluate(model.module, *validation, data.num_classes, model.eval_chunk)
         held = {"val_loss": val.loss, "val_accuracy": val.accuracy}
     result.rounds.append({"round": rnd, "test_loss": ev.loss, "test_accuracy": ev.accuracy, **held, "lr": lr,
                           "samples": samples, "seconds": seconds, "predicted": ev.predicted,

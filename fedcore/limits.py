@@ -16,10 +16,9 @@ from pathlib import Path
 import torch
 
 from fedcore.config import ConfigError, RunConfig
-from fedcore.metrics import EVAL_CHUNK
 from fedcore.models import build
 from fedcore.parallel import worker_processes
-from fedcore.training import steps_for
+from fedcore.training import FlatModel, steps_for
 
 FLOAT, INDEX = 4, 8  # bytes of a float32 and of an int64
 IMAGE = (1, 28, 28)  # both datasets' images
@@ -59,7 +58,8 @@ def memory_needed(config: RunConfig, kind: str, largest_shard: int, train_images
     images (two layers' outputs at once) and the logits of all; and the dataset. Centralized runs have one worker
     and no plan."""
     sizes = layer_sizes(config.model)
-    params = sum(p.numel() for p in build(config.model).parameters())
+    model = FlatModel(build(config.model))
+    params, chunk = len(model.params), model.eval_chunk
     pixels = IMAGE[0] * IMAGE[1] * IMAGE[2]
     federated = kind != "centralized"
     shard = largest_shard if federated else train_images
@@ -74,7 +74,7 @@ def memory_needed(config: RunConfig, kind: str, largest_shard: int, train_images
         "stack": workers * params * 4 * FLOAT,
         "variates": config.workers * params * FLOAT if config.strategy == "scaffold" and federated else 0,
         "divergence": config.rounds * params * FLOAT if kind == "divergence" else 0,
-        "scoring": (min(EVAL_CHUNK, test_images) * max(a + b for a, b in pairwise(sizes)) + test_images * sizes[-1])
+        "scoring": (min(chunk, test_images) * max(a + b for a, b in pairwise(sizes)) + test_images * sizes[-1])
         * FLOAT,
         "data": (train_images + test_images) * (pixels * FLOAT + INDEX),
     }

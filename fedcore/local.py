@@ -6,8 +6,10 @@ gradient correction (FedProx, SCAFFOLD) and local loss (FedRS, FedLC, FedNTD), t
 where the strategy keeps it fixed (FedBABU). A round's batches are planned up front: ``[steps, workers, batch]``
 indices into the training set, a short batch padded and its padding masked out of the loss. Workers with
 fewer steps finish first: ordered by steps, the workers still training are always the first rows of the stack.
-The stacks hold ``GROUP`` workers each (those with the most steps together): on one CPU thread, stacks of two
-train a worker-step 22-30% faster than one stack of all ten, with the same bits (benchmarks/lockstep_groups.py).
+The stacks hold ``GROUPS[model]`` workers each (those with the most steps together), the fastest measured on one
+CPU thread, with the same bits (benchmarks/lockstep_groups.py): for the 2NN stacks of two (a worker-step 22-30%
+faster than in one stack of all ten), for softmax regression one stack of all ten (about 30% faster than stacks
+of two: its steps are so small that a step's fixed costs dominate).
 ``lockstep=False`` trains the same workers one at a time (stacks of one), the per-worker loop the tests hold
 the lock-step path against.
 """
@@ -27,7 +29,7 @@ from fedcore.training import SGD, FlatModel, Stack, batch_positions, steps_for
 
 Shard = tuple[torch.Tensor, torch.Tensor]  # (inputs, labels)
 Task = tuple[int, Correction | None]  # (worker, its gradient correction)
-GROUP = 2  # workers per lock-step stack: the fastest measured here; the results do not depend on it
+GROUPS = {"mlp": 2, "logistic": 10, "cnn": 2}  # workers per lock-step stack; the results do not depend on it
 
 
 def configure_torch(threads: int) -> None:
@@ -95,11 +97,11 @@ def train_workers(
     global_params: torch.Tensor, tasks: list[Task], lockstep: bool = True,
 ) -> list[Trained]:
     """The chosen workers' local training in round ``rnd`` from the global parameters, with fresh optimizer
-    state: in lock-step stacks of ``GROUP`` workers, or (``lockstep=False``) one after another; results in task
-    order. ``train`` is the run's training set and ``shards[k]`` worker k's rows of it."""
+    state: in lock-step stacks of ``GROUPS[config.model]`` workers, or (``lockstep=False``) one after another;
+    results in task order. ``train`` is the run's training set and ``shards[k]`` worker k's rows of it."""
     n = {k: len(shards[k]) for k, _ in tasks}
     steps = {k: steps_for(n[k], config.batch_size, config.local_epochs, config.local_steps) for k in n}
-    size = GROUP if lockstep else 1
+    size = GROUPS[config.model] if lockstep else 1
     if len(tasks) > size:
         ranked = sorted(range(len(tasks)), key=lambda i: -steps[tasks[i][0]])  # most steps first (stable)
         done: list[Trained | None] = [None] * len(tasks)
@@ -128,12 +130,16 @@ def train_workers(
     trainable = slice(None) if rule.trains_head else slice(0, model.head.start)
     optimizer = SGD(lr, config.momentum, config.weight_decay)
     for t, a in enumerate(rounds.active):
+        if t == 0 or a != rounds.active[t - 1]:  # the views of the workers still training, made when they change
+            loss_a, correct = loss.rows(0, a), None if correction is None else correction.rows(a)
+            params, grad = stack.params[:a], stack.grad[:a]
+            params_trained, grad_trained = params[:, trainable], grad[:, trainable]
         rows = index[t, :a]
         xb, yb = gather(x, rows), gather(y, rows)
-        stack.gradient(a, xb, yb, valid[t, :a], loss, None if teacher is None else teacher.logits(xb))
-        if correction is not None:
-            correction.rows(a)(stack.grad[:a], stack.params[:a])
-        optimizer.step(stack.params[:a, trainable], stack.grad[:a, trainable])
+        stack.gradient(a, xb, yb, valid[t, :a], loss_a, None if teacher is None else teacher.logits(xb))
+        if correct is not None:
+            correct(grad, params)
+        optimizer.step(params_trained, grad_trained)
 
     out: list[Trained | None] = [None] * len(tasks)
     seen = rounds.valid.sum((0, 2))
@@ -141,7 +147,7 @@ def train_workers(
         score: dict[str, object] = {}
         if config.eval_workers:
             model.load(stack.params[row])
-            ev = evaluate(model.module, *test)
+            ev = evaluate(model.module, *test, model.num_classes, model.eval_chunk)
             score = {"test_accuracy": ev.accuracy, "test_loss": ev.loss, "predicted": ev.predicted}
         out[i] = Trained(Update(k, stack.params[row].clone(), n[k], steps[k], lr), int(seen[row]), score)
     return out

@@ -67,12 +67,12 @@ class LocalLoss:
 
     def _delta(self, z: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None) -> torch.Tensor:
         """Each sample's gradient of its loss with respect to its logits, before centering, ``[W, B, C]``."""
-        onehot = F.one_hot(y, z.shape[2]).to(z.dtype)
-        delta = torch.softmax(self._calibrated(z), 2).sub_(onehot)
+        delta = torch.softmax(self._calibrated(z), 2)
+        delta.scatter_add_(2, y[:, :, None], delta.new_full((1, 1, 1), -1.0).expand(*y.shape, 1))  # less one-hot
         if self.scale is not None:
             delta.mul_(self.scale[:, None, :])
         if self.distill:
-            true = onehot.bool()
+            true = F.one_hot(y, z.shape[2]).bool()
             pull = self._not_true(z, true).exp_().sub_(self._not_true(teacher, true).exp_())
             delta.add_(pull, alpha=self.distill * self.temperature)
         return delta

@@ -8,7 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-EVAL_CHUNK = 100  # images per forward pass: the CNN's fastest here (benchmarks/eval_chunk.py); same logits, bit for bit
+# Images per forward pass, the fastest here (benchmarks/eval_chunk.py): the CNN's, and the Linear/ReLU stacks' (the
+# 2NN, softmax regression: 10% faster than 100 for the 2NN). Every chunk gives the same logits, bit for bit.
+EVAL_CHUNK = 100
+FUSED_EVAL_CHUNK = 500
 
 
 @dataclass(frozen=True)

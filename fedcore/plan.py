@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 TRAIN_FACTOR = 3  # a training sample costs a forward and a backward pass: about three forwards
+TEACHER_FACTOR = 1  # and, with FedNTD's distillation, one more forward: the global model's logits on its batch
 IMAGES = {"mnist": (60_000, 10_000), "fashion-mnist": (60_000, 10_000)}  # training, test images
 
 
@@ -123,8 +124,10 @@ def images_per_round(config: RunConfig) -> int:
 
 def flops(config: RunConfig, kind: str, rounds: int | None = None) -> float:
     """Estimated floating-point work of a run of ``rounds`` rounds (default: its configured number): three forward
-    passes per training sample, one per evaluated image; a divergence run trains both of its models."""
-    per_round = TRAIN_FACTOR * samples_per_round(config) + images_per_round(config)
+    passes per training sample (four with FedNTD's teacher), one per evaluated image; a divergence run trains both
+    of its models."""
+    teacher = TEACHER_FACTOR if config.strategy == "fedntd" and config.ntd_beta > 0 else 0
+    per_round = (TRAIN_FACTOR + teacher) * samples_per_round(config) + images_per_round(config)
     runs = 2 if kind == "divergence" else 1
     return float(runs * forward_flops(config.model) * per_round * (config.rounds if rounds is None else rounds))
 

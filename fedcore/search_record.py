@@ -216,6 +216,12 @@ class Sampled:
     value: float
     run: RecordedRun
 
+    @property
+    def config(self) -> RunConfig:
+        """The configuration of the run, to train again."""
+        return config_of(self.scenario, self.remedy, self.value, int(self.run.config["seed"]),
+                         int(self.run.config["rounds"]))
+
     def __str__(self) -> str:
         param = REMEDIES[self.remedy].grid.param
         return (f"{self.remedy} {param}={self.value:g} seed {self.run.config['seed']} ({self.scenario}, "
@@ -240,9 +246,7 @@ def verify(picked: list[Sampled], **options: object) -> None:
     """Retrain (or read from the run store, which only this engine's runs enter) each sampled run and compare
     its validation history and divergence with the record's, bit for bit; RecordMismatch naming the first
     that differs."""
-    configs = [config_of(p.scenario, p.remedy, p.value, int(p.run.config["seed"]), int(p.run.config["rounds"]))
-               for p in picked]
-    results = run_many([(c, "federated") for c in configs], allow_divergence=True, **options)
+    results = run_many([(p.config, "federated") for p in picked], allow_divergence=True, **options)
     for p, result in zip(picked, results, strict=True):
         now, then = result.column("val_accuracy"), p.run.column("val_accuracy")
         if now != then or bool(result.diverged) != bool(p.run.diverged):
@@ -252,10 +256,15 @@ def verify(picked: list[Sampled], **options: object) -> None:
                                  f"{now[at] if at < len(now) else 'absent'} now); {REDERIVE}")
 
 
+def draw(path: Path | None = None) -> list[Sampled]:
+    """Load the record (ConfigError where it does not hold) and draw its sample."""
+    path = path or record_path()
+    return sample(load(path), path.read_text())
+
+
 def check(path: Path | None = None, **options: object) -> list[Sampled]:
     """Load the record and verify a sample of it: the runs checked (ConfigError or RecordMismatch otherwise)."""
-    path = path or record_path()
-    picked = sample(load(path), path.read_text())
+    picked = draw(path)
     verify(picked, **options)
     return picked
 

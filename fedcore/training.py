@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from fedcore.losses import LocalLoss
+from fedcore.metrics import EVAL_CHUNK, FUSED_EVAL_CHUNK
 
 
 def _is_linear_relu_stack(module: nn.Sequential) -> bool:
@@ -49,6 +50,7 @@ class FlatModel:
         params = list(module.parameters())
         self.params = torch.cat([p.detach().flatten() for p in params])
         self.fused = _is_linear_relu_stack(module)
+        self.eval_chunk = FUSED_EVAL_CHUNK if self.fused else EVAL_CHUNK  # images per forward pass when scoring
         self.shapes: list[tuple[int, ...]] = []
         offset = 0
         for p in params:
@@ -88,6 +90,7 @@ class Stack:
         self.params = params
         self.grad = torch.zeros_like(params)
         self.layers: list[tuple[torch.Tensor, ...]] = []  # (weight, bias, weight grad, bias grad), [W, out, in]
+        self._first: dict[int, list[tuple[torch.Tensor, ...]]] = {}  # the layers' views of the first a rows, by a
         if model.fused:
             offset, workers = 0, len(params)
             for weight_shape, bias_shape in zip(model.shapes[::2], model.shapes[1::2], strict=True):
@@ -117,17 +120,19 @@ class Stack:
 
     def gradient(self, a: int, x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, loss: LocalLoss,
                  teacher: torch.Tensor | None = None) -> None:
-        """Write into ``grad[:a]`` the gradient of each of the first ``a`` workers' local loss on its batch:
-        ``x`` [a, B, ...], ``y`` [a, B], ``valid`` [a, B] (0 marks padding); ``teacher`` the global model's
-        logits on the batches (FedNTD)."""
+        """Write into ``grad[:a]`` the gradient of each of the first ``a`` workers' local loss (``loss``, theirs:
+        ``rows(0, a)`` of the stack's) on its batch: ``x`` [a, B, ...], ``y`` [a, B], ``valid`` [a, B] (0 marks
+        padding); ``teacher`` the global model's logits on the batches (FedNTD)."""
         if not self.model.fused:
             for k in range(a):
                 t = None if teacher is None else teacher[k : k + 1]
                 self.grad[k] = self.model.autograd(self.params[k], x[k], y[k], valid[k], loss.rows(k, k + 1), t)
             return
-        layers = [tuple(v[:a] for v in layer) for layer in self.layers]
+        if a not in self._first:
+            self._first[a] = [tuple(v[:a] for v in layer) for layer in self.layers]
+        layers = self._first[a]
         hidden = self._forward(layers, x)
-        delta = loss.rows(0, a).logit_gradient(hidden.pop(), y, valid, teacher)
+        delta = loss.logit_gradient(hidden.pop(), y, valid, teacher)
         for i in range(len(layers) - 1, -1, -1):
             w, _, w_grad, b_grad = layers[i]
             torch.bmm(delta.transpose(1, 2), hidden[i], out=w_grad)

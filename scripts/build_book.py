@@ -242,19 +242,26 @@ def build_info(standard: RunConfig) -> dict[str, object]:
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def verify_search_record(path: Path = SEARCH_RECORD) -> str:
+SAMPLED = "search record, sampled"  # the ledger's row for the record's sampled runs
+
+
+def verify_search_record(store: RunStore, path: Path = SEARCH_RECORD) -> tuple[str, list[plan.Job], set[str]]:
     """Check the search record against the code and retrain a sample of its runs, bit for bit
-    (fedcore.search_record); exits in one line naming what differs. The line to print in the build times."""
+    (fedcore.search_record); exits in one line naming what differs. The line to print in the build times, the
+    sampled runs and the keys of those trained here (the ledger counts them)."""
     start = time.perf_counter()
     try:
-        picked = search_record.check(path)
+        picked = search_record.draw(path)
+        jobs = [(p.config, "federated") for p in picked]
+        missing = {config.key(kind) for config, kind in jobs if store.get(config, kind) is None}
+        search_record.verify(picked, store=store)
     except (ConfigError, search_record.RecordMismatch) as err:
         sys.exit(f"FAILED: {err}")
     print(f"search record {path.relative_to(ROOT)}: {len(picked)} sampled runs equal the record bit for bit:",
           flush=True)
     for p in picked:
         print(f"  {p}")
-    return f"{time.perf_counter() - start:.1f} s ({len(picked)} runs)"
+    return f"{time.perf_counter() - start:.1f} s ({len(picked)} runs)", jobs, missing
 
 
 def compare_with_reference(reference: Path = REFERENCE, numbers: Path = NUMBERS) -> bool:
@@ -330,12 +337,13 @@ def main() -> None:
     planned = read_plan()
     peak = plan.peak_gflops()  # measured before anything else runs
     start = time.perf_counter()
-    times: list[tuple[str, str]] = [("search record, sampled", verify_search_record())]
+    store = RunStore()
+    sampled_line, sampled, sampled_trained = verify_search_record(store)
+    times: list[tuple[str, str]] = [(SAMPLED, sampled_line)]
     prints = fingerprints(entries, code_hash(), seeds)
     due = [e for e in entries if args.force or (recording and e["output"] not in seeds)
            or stored_fingerprint(OUTPUT_DIR / f"{e['output']}.ipynb") != prints[e["output"]]]
     pages = [e for e in due if not e.get("summary")]
-    store = RunStore()
     train_start = time.perf_counter()
     # While the design records, a page it does not list yet runs what its rules decide, which no plan knows.
     trained = plan.train(plan.unique(planned, [e["output"] for e in pages if not recording or e["output"] in seeds]),
@@ -350,9 +358,9 @@ def main() -> None:
     asked = request_log.read(REQUESTS, store.root)
     differences = plan.differences(planned, asked, [e["output"] for e in pages])
     plan.write(PLAN if recording else BUILD_PLAN, planned | asked)
-    order = [e["output"] for e in entries if not e.get("summary")]
-    book = plan.ledger(planned | asked, order, store, trained, rendered(entries, render),
-                       time.perf_counter() - train_start, peak, os.cpu_count() or 1)
+    order = [SAMPLED, *(e["output"] for e in entries if not e.get("summary"))]
+    book = plan.ledger({SAMPLED: sampled} | planned | asked, order, store, trained | sampled_trained,
+                       rendered(entries, render), time.perf_counter() - start, peak, os.cpu_count() or 1)
     write_atomic(LEDGER, json.dumps(book, indent=1) + "\n")
     summaries = [e for e in due if e.get("summary")]
     os.environ[LEDGER_ENV] = str(LEDGER)

@@ -105,15 +105,16 @@ def test_only_a_shorter_whole_run_of_the_same_experiment_can_be_continued(toy):
 
 @pytest.mark.parametrize("strategy", ["fedavg", "scaffold", "fedntd"])
 def test_the_stack_size_leaves_the_results_as_they_are(toy, strategy, monkeypatch):
-    """Stacks of GROUP workers against one stack of all: measured bit for bit here (the stated tolerance is what
-    any correct float32 kernel meets)."""
+    """Stacks of the model's group size against one stack of all: measured bit for bit here (the stated tolerance
+    is what any correct float32 kernel meets)."""
     from fedcore import local
 
     config = RunConfig(**UNEQUAL, rounds=2, local_epochs=1, batch_size=16, momentum=0.5, strategy=strategy,
                        device="cpu", threads=1, processes=1, **KNOBS.get(strategy, {}))
+    assert local.GROUPS[config.model] < config.workers
     grouped = _params(config, toy, True)
-    monkeypatch.setattr(local, "GROUP", config.workers)
+    monkeypatch.setitem(local.GROUPS, config.model, config.workers)
     whole = _params(config, toy, True)
-    assert local.GROUP != 2 and len(grouped) == len(whole) == 2
+    assert len(grouped) == len(whole) == 2
     for a, b in zip(grouped, whole, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

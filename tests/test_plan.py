@@ -99,6 +99,10 @@ def test_the_mlp_forward_pass_counts_two_flops_per_weight_and_a_round_counts_its
     full = config.replace(local_steps=2, batch_size=None, eval_workers=0, validation=10_000)
     assert plan.samples_per_round(full) == 2 * 50_000 and plan.images_per_round(full) == 20_000
     assert plan.flops(config, "divergence", 3) == 2 * plan.flops(config, "federated", 3)
+    ntd = config.replace(strategy="fedntd", ntd_beta=0.1)  # the teacher's forward pass on every training sample
+    teacher = 3 * plan.forward_flops("mlp") * 10 * 50 * 32  # 3 rounds of 10 workers' 50 steps of 32
+    assert plan.flops(ntd, "federated", 3) - plan.flops(config, "federated", 3) == teacher
+    assert plan.flops(ntd.replace(ntd_beta=0.0), "federated", 3) == plan.flops(config, "federated", 3)
 
 
 def test_the_projection_schedules_runs_longest_first_on_the_cluster_then_the_pages_on_the_building_machine():

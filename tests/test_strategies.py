@@ -296,7 +296,7 @@ def test_label_skew_losses_see_only_each_workers_own_class_counts(toy, monkeypat
     run_federated(config, progress=False, data=toy)
     _, shards = engine.allocate(config, toy.train_y)
     expected = torch.stack([torch.bincount(toy.train_y[s], minlength=10) for s in shards]).float()
-    counts = torch.cat(seen)  # one call per lock-step stack (fedcore.local.GROUP workers)
+    counts = torch.cat(seen)  # one call per lock-step stack (fedcore.local.GROUPS[model] workers)
     assert sorted(map(tuple, counts.tolist())) == sorted(map(tuple, expected.tolist()))
     assert all((row > 0).sum() == 1 for row in counts)  # bias 1: each worker holds one digit
 
