@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from fedcore import design
@@ -133,23 +133,25 @@ class Search:
         return next((v for v in getattr(REMEDIES[self.remedy].grid, self.edge) if v not in tried), None)
 
 
-def _trials(scenario: str, values: dict[str, list[float]], extension: bool) -> dict[str, list[Trial]]:
-    """New trials of each remedy's values, every one at every tuning seed and all the rounds, trained together
-    where missing."""
-    configs = [trial_config(scenario, m, v) for m, vs in values.items() for v in vs]
-    jobs = [(c.replace(seed=s), "federated") for c in configs for s in TUNING_SEEDS]
+def _runs(scenario: str, trials: list[tuple[str, float]], seeds: Sequence[int]) -> Iterator[list[RunResult]]:
+    """The runs of each (remedy, value) of ``trials`` at ``seeds``, in order, trained together where missing."""
+    jobs = [(trial_config(scenario, m, v).replace(seed=s), "federated") for m, v in trials for s in seeds]
     results = iter(run_many(jobs, allow_divergence=True))
-    return {m: [Trial(v, [next(results) for _ in TUNING_SEEDS], extension) for v in vs] for m, vs in values.items()}
+    return ([next(results) for _ in seeds] for _ in trials)
+
+
+def _trials(scenario: str, values: dict[str, list[float]], extension: bool) -> dict[str, list[Trial]]:
+    """New trials of each remedy's values, every one at every tuning seed and all the rounds."""
+    runs = _runs(scenario, [(m, v) for m, vs in values.items() for v in vs], TUNING_SEEDS)
+    return {m: [Trial(v, next(runs), extension) for v in vs] for m, vs in values.items()}
 
 
 def _more_seeds(scenario: str, trials: dict[str, list[Trial]]) -> None:
-    """Each trial's runs at MORE_SEEDS added to it, trained together where missing."""
-    jobs = [(trial_config(scenario, m, t.value).replace(seed=s), "federated") for m, ts in trials.items()
-            for t in ts for s in MORE_SEEDS]
-    results = iter(run_many(jobs, allow_divergence=True))
+    """Each trial's runs at MORE_SEEDS added to it."""
+    runs = _runs(scenario, [(m, t.value) for m, ts in trials.items() for t in ts], MORE_SEEDS)
     for ts in trials.values():
         for t in ts:
-            t.runs += [next(results) for _ in MORE_SEEDS]
+            t.runs += next(runs)
 
 
 def search(scenario: str) -> dict[str, Search]:
