@@ -17,14 +17,13 @@ from tqdm import tqdm
 from fedcore import data as datasets
 from fedcore import parallel
 from fedcore.allocation import Allocation, partitioner_for
-from fedcore.config import DETAIL_FIELDS, ConfigError, RunConfig
+from fedcore.config import ConfigError, RunConfig
 from fedcore.local import Shard, configure_torch, generator
 from fedcore.losses import LocalLoss
 from fedcore.metrics import Evaluation, evaluate, update_geometry
 from fedcore.models import build
-from fedcore.results import Checkpoint, RunResult
-from fedcore.store import detailed_enough
-from fedcore.strategies import Strategy, Update, strategy_for
+from fedcore.results import RunResult
+from fedcore.strategies import Update, strategy_for
 from fedcore.training import SGD, FlatModel, Stack, batch_stream, steps_for
 
 
@@ -90,12 +89,11 @@ def _record(
     return ev
 
 
-def _progress(config: RunConfig, kind: str, progress: bool, done: int = 0) -> tqdm:
+def _progress(config: RunConfig, kind: str, progress: bool) -> tqdm:
     label = f"{kind} {config.model} {config.allocation}"
     if config.allocation == "biased":
         label += f" {config.bias:g}"
-    return tqdm(range(done + 1, config.rounds + 1), desc=label, unit="round", disable=not progress, leave=False,
-                initial=done, total=config.rounds)
+    return tqdm(range(1, config.rounds + 1), desc=label, unit="round", disable=not progress, leave=False)
 
 
 def _finish(result: RunResult, last: Evaluation) -> RunResult:
@@ -109,17 +107,13 @@ Probe = Callable[[int, torch.Tensor, list[Update]], None]
 
 def run_federated(
     config: RunConfig, progress: bool = True, data: datasets.Dataset | None = None, probe: Probe | None = None,
-    lockstep: bool = True, resume: RunResult | None = None,
+    lockstep: bool = True,
 ) -> RunResult:
     """Train with federated averaging (or the configured strategy) and record every round.
 
     ``data`` replaces the configured dataset (tests use small synthetic sets); ``probe`` is called
     after each round with the round, the new global parameters and the workers' updates; ``lockstep=False``
-    trains each round's workers one after another (fedcore.local's test oracle). ``resume``, a stored run of the
-    same experiment with fewer rounds and its checkpoint, is continued instead of starting again: the result is
-    the one training from the start gives, bit for bit, but for the worker scores of the resumed rounds where
-    ``resume`` scored them on more images (``eval_workers``, a detail: see ``_continue``). The result keeps its
-    final checkpoint in memory.
+    trains each round's workers one after another (fedcore.local's test oracle).
     """
     data, validation, model = _setup(config, data)
     alloc, worker_idx = allocate(config, data.train_y.cpu())
@@ -130,15 +124,11 @@ def run_federated(
     result = RunResult("federated", config.key("federated"), {**config.experiment(), "device": str(device)},
                        allocation=alloc.counts.tolist())
     global_params = model.params.clone()
-    done, samples = 0, 0
-    if resume is None:
-        _record(result, model, data, validation, 0, config.lr, 0, 0.0)
-    else:
-        done, samples = _continue(config, resume, result, strategy, choose, device)
-        global_params = resume.checkpoint.params.to(device).clone()
+    samples = 0
+    _record(result, model, data, validation, 0, config.lr, 0, 0.0)
     test = (data.test_x[: config.eval_workers], data.test_y[: config.eval_workers])
     train_round = parallel.local_training(config, device, model, (data.train_x, data.train_y), shards, test, lockstep)
-    bar = _progress(config, "federated", progress, done)
+    bar = _progress(config, "federated", progress)
     for rnd in bar:
         start = time.perf_counter()
         lr = config.lr * config.lr_decay ** (rnd - 1)
@@ -157,44 +147,7 @@ def run_federated(
         model.load(global_params)
         last = _record(result, model, data, validation, rnd, lr, samples, time.perf_counter() - start)
         bar.set_postfix(loss=f"{last.loss:.3f}", acc=f"{result.final_accuracy:.3f}")
-    result.checkpoint = Checkpoint(global_params.cpu().clone(), _moved(strategy.state(), torch.device("cpu")))
     return _finish(result, last)
-
-
-def _moved(state: object, device: torch.device) -> object:
-    """A strategy's state (tensors, in dicts) on ``device``."""
-    if isinstance(state, torch.Tensor):
-        return state.to(device)
-    if isinstance(state, dict):
-        return {k: _moved(v, device) for k, v in state.items()}
-    return state
-
-
-def _continue(
-    config: RunConfig, stored: RunResult, result: RunResult, strategy: Strategy, choose: torch.Generator,
-    device: torch.device,
-) -> tuple[int, int]:
-    """Take over a stored shorter run of ``config``'s experiment: its tables, its strategy state (on ``device``)
-    and the workers chosen so far; the rounds done and the samples seen. The stored run may record more detail
-    (DETAIL_FIELDS) than ``config`` asks, not less: the result records ``config``'s, which all its rounds have
-    (the new rounds' workers are scored on ``config.eval_workers`` test images, the resumed ones' on at least
-    as many), as the store serves a run scored on more images for a request for fewer."""
-    done = int(stored.config.get("rounds", -1))
-    ignored = ("rounds", "device", *DETAIL_FIELDS)
-    same = {k: v for k, v in stored.config.items() if k not in ignored} == {
-        k: v for k, v in config.experiment().items() if k not in ignored}
-    if stored.kind != "federated" or not same or not detailed_enough(stored, config, "federated") \
-            or stored.checkpoint is None or stored.diverged or not 0 < done < config.rounds \
-            or len(stored.rounds) != done + 1:
-        raise ValueError(f"resume must be a whole federated run of this experiment with fewer than {config.rounds} "
-                         f"rounds, scored on at least as many images, and its checkpoint; got a {stored.kind} run "
-                         f"of {done} rounds")
-    result.rounds, result.classes, result.workers = (list(stored.rounds), list(stored.classes),
-                                                     list(stored.workers))
-    strategy.load_state(_moved(stored.checkpoint.server, device))
-    for _ in range(done):  # the workers chosen in the rounds already done
-        torch.randperm(config.workers, generator=choose)
-    return done, int(stored.rounds[-1]["samples"])
 
 
 def centralized_steps(config: RunConfig, n: int, rnd: int) -> int:

@@ -14,17 +14,6 @@ from fedcore.version import ENGINE_VERSION, engine_fingerprint
 Row = dict[str, object]
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """Where a federated run stopped: the global parameters (a tensor) and the strategy's server state after its
-    last round. It stays with the result in memory, not in its JSON (the run store saves it beside, where asked):
-    a longer run of the same experiment continues from it (``engine.run_federated``'s ``resume``), bit for bit as
-    if it had trained from the start."""
-
-    params: object
-    server: dict[str, object]
-
-
 def package_versions() -> dict[str, str]:
     """Versions of Python, the engine (its salt and source fingerprint) and the numerical packages."""
     out = {"python": platform.python_version(), "fedcore_engine": ENGINE_VERSION,
@@ -63,7 +52,6 @@ class RunResult:
     confusion: list[list[int]] = field(default_factory=list)
     diverged: str | None = None  # why training stopped early (the loss became NaN or infinite), else None
     wall_seconds: float | None = None  # the whole run's seconds, setup and scoring included, where timed
-    checkpoint: Checkpoint | None = field(default=None, repr=False, compare=False)  # in memory only
 
     def column(self, name: str, table: str = "rounds") -> list:
         """One column of a table, e.g. ``result.column("test_accuracy")``."""
@@ -79,10 +67,8 @@ class RunResult:
         return 1 / len(self.rounds[0]["predicted"])
 
     def to_dict(self) -> dict[str, object]:
-        """Every table, as JSON takes it (the checkpoint left out)."""
-        out = dataclasses.asdict(dataclasses.replace(self, checkpoint=None))
-        del out["checkpoint"]
-        return out
+        """Every table, as JSON takes it."""
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: object) -> RunResult:

@@ -38,12 +38,8 @@ def run(
     progress: bool = True,
     allow_divergence: bool = False,
     force: bool = False,
-    resume_from: int | None = None,
-    keep_checkpoint: bool = False,
 ) -> RunResult:
     """The stored result of ``config``, training it first if it is not stored yet (or with ``force``).
-    A federated run continues the stored run of the same experiment with ``resume_from`` rounds where its
-    checkpoint is stored too (the result is the same, bit for bit); ``keep_checkpoint`` stores this run's.
 
     A stored file that is not a whole run of ``config`` is named in a warning and replaced; one recorded
     with less detail (``eval_workers``) than asked is replaced silently. Before training, ``check``
@@ -57,20 +53,19 @@ def run(
     if result is None:
         check(config, kind, store)
         started = time.time()
-        result = train(config, kind, progress, store.shorter(config, resume_from) if resume_from else None)
-        store.put(result, checkpoint=keep_checkpoint)
+        result = train(config, kind, progress)
+        store.put(result)
         store.remove_stale_temporaries(before=started)
     if result.diverged and not allow_divergence:
         raise TrainingDiverged(result.diverged, result)
     return result
 
 
-def train(config: RunConfig, kind: str, progress: bool, start: RunResult | None = None) -> RunResult:
-    """Train one run (continuing ``start``, a shorter federated run with its checkpoint, where given), timed whole
-    (``wall_seconds``); a run that diverged comes back marked."""
+def train(config: RunConfig, kind: str, progress: bool) -> RunResult:
+    """Train one run, timed whole (``wall_seconds``); a run that diverged comes back marked."""
     began = time.perf_counter()
     try:
-        result = KINDS[kind](config, progress=progress, **({"resume": start} if start is not None else {}))
+        result = KINDS[kind](config, progress=progress)
     except TrainingDiverged as err:
         result = err.result
     result.wall_seconds = time.perf_counter() - began
@@ -115,12 +110,11 @@ class _Nowhere(RunStore):
         return []
 
 
-def train_one(config: RunConfig, kind: str, start: RunResult | None = None) -> RunResult:
+def train_one(config: RunConfig, kind: str) -> RunResult:
     """One run as a pool or cluster task: its configured threads (one by default), no worker processes of its
-    own (no oversubscription), nothing written (the checkpoint travels back with the result); continuing
-    ``start`` where given; the result comes back, diverged or not."""
+    own (no oversubscription), nothing written; the result comes back, diverged or not."""
     check(config, kind, _Nowhere())
-    return train(config.replace(processes=1), kind, False, start)
+    return train(config.replace(processes=1), kind, False)
 
 
 Outcome = RunResult | Exception
@@ -133,8 +127,6 @@ def completed(
     scheduler: str | None = None,
     progress: bool = True,
     worker_timeout: float = WORKER_TIMEOUT_S,
-    resume_from: int | None = None,
-    keep_checkpoints: bool = False,
 ) -> Iterator[tuple[int, Outcome]]:
     """(index, result or the exception it raised) for each (config, kind) job: stored runs at once, then the
     missing ones as they finish, each written to ``store`` as it comes back (an interrupted call loses
@@ -147,10 +139,8 @@ def completed(
     one-thread runs), with ``progress`` bars, and so do all of them when called from a script's unguarded
     module-level code (fedcore.processes.can_spawn). Before any training, the store must be writable with
     room for the missing runs and (locally) ``check`` passes for each, else ConfigError; a result that
-    cannot be written stops the call with a WriteError. A missing federated run continues its stored
-    ``resume_from``-round run where there is one with a checkpoint; ``keep_checkpoints`` stores the
-    checkpoints of the runs trained (``run``). In a book build every job is noted as the page's request
-    (fedcore.request_log)."""
+    cannot be written stops the call with a WriteError. In a book build every job is noted as the page's
+    request (fedcore.request_log)."""
     store = store or RunStore()
     request_log.note(jobs, store.root)
     missing = []
@@ -173,15 +163,14 @@ def completed(
     if address is None and (min(pool_size, len(missing)) <= 1 or not can_spawn()):
         for i in missing:
             try:
-                outcome: Outcome = run(*jobs[i], store=store, progress=progress, allow_divergence=True,
-                                       resume_from=resume_from, keep_checkpoint=keep_checkpoints)
+                outcome: Outcome = run(*jobs[i], store=store, progress=progress, allow_divergence=True)
             except WriteError:
                 raise
             except Exception as err:
                 outcome = err
             yield i, outcome
         return
-    yield from _pooled(jobs, missing, store, pool_size, address, worker_timeout, resume_from, keep_checkpoints)
+    yield from _pooled(jobs, missing, store, pool_size, address, worker_timeout)
 
 
 class _StalePool(Exception):
@@ -190,13 +179,12 @@ class _StalePool(Exception):
 
 def _pooled(
     jobs: Sequence[tuple[RunConfig, str]], missing: list[int], store: RunStore, pool_size: int,
-    address: str | None, worker_timeout: float, resume_from: int | None, keep_checkpoints: bool,
+    address: str | None, worker_timeout: float,
 ) -> Iterator[tuple[int, Outcome]]:
-    """``completed``'s missing runs as pool or cluster tasks (each with the shorter run it continues, if any),
-    each stored as it comes back. A kept local pool found broken before anything came back (one of its
-    processes died while idle, unseen until now) is replaced and the tasks given to the new one."""
-    starts = {i: store.shorter(jobs[i][0], resume_from) if resume_from else None for i in missing}
-    tasks = (jobs, missing, store, pool_size, address, worker_timeout, starts, keep_checkpoints)
+    """``completed``'s missing runs as pool or cluster tasks, each stored as it comes back. A kept local pool
+    found broken before anything came back (one of its processes died while idle, unseen until now) is replaced
+    and the tasks given to the new one."""
+    tasks = (jobs, missing, store, pool_size, address, worker_timeout)
     try:
         yield from _tasks(*tasks, reused=address is None and is_kept(pool_size))
     except _StalePool:
@@ -205,12 +193,11 @@ def _pooled(
 
 def _tasks(
     jobs: Sequence[tuple[RunConfig, str]], missing: list[int], store: RunStore, pool_size: int,
-    address: str | None, worker_timeout: float, starts: dict[int, RunResult | None], keep_checkpoints: bool,
-    reused: bool,
+    address: str | None, worker_timeout: float, reused: bool,
 ) -> Iterator[tuple[int, Outcome]]:
     with executor(pool_size, address, worker_timeout) as pool:
         with children_ignore_ctrl_c():  # the local pool's processes start as tasks are submitted
-            futures = {pool.submit(train_one, *jobs[i], starts[i]): i for i in missing}
+            futures = {pool.submit(train_one, *jobs[i]): i for i in missing}
         broken = False
         for done, future in enumerate(as_completed(futures)):
             try:
@@ -227,7 +214,7 @@ def _tasks(
             except Exception as err:
                 outcome = err
             if isinstance(outcome, RunResult):
-                store.put(outcome, checkpoint=keep_checkpoints)
+                store.put(outcome)
             yield futures[future], outcome
         if broken:
             stop(pool)
@@ -241,18 +228,14 @@ def run_many(
     allow_divergence: bool = False,
     scheduler: str | None = None,
     worker_timeout: float = WORKER_TIMEOUT_S,
-    resume_from: int | None = None,
-    keep_checkpoints: bool = False,
 ) -> list[RunResult]:
-    """Results of several (config, kind) pairs, in order; missing runs train as in ``completed`` (continuing
-    stored ``resume_from``-round runs, keeping checkpoints where asked): in a local pool (kept for later calls)
-    or on a Dask cluster, one thread each. The first failure (or, unless ``allow_divergence``, divergence) is
-    raised once the run is stored."""
+    """Results of several (config, kind) pairs, in order; missing runs train as in ``completed``: in a local
+    pool (kept for later calls) or on a Dask cluster, one thread each. The first failure (or, unless
+    ``allow_divergence``, divergence) is raised once the run is stored."""
     results: list[RunResult | None] = [None] * len(jobs)
     # shown after a second only: a call whose runs are all stored (a notebook re-executed) prints no bar
     with tqdm(total=len(jobs), desc="runs", unit="run", disable=not progress, delay=1.0) as bar:
-        for i, outcome in completed(jobs, store, processes, scheduler, progress, worker_timeout, resume_from,
-                                    keep_checkpoints):
+        for i, outcome in completed(jobs, store, processes, scheduler, progress, worker_timeout):
             if isinstance(outcome, Exception):
                 raise outcome
             if outcome.diverged and not allow_divergence:

@@ -4,8 +4,7 @@ Asking for a stored run returns it without training, after checking that the fil
 configuration: a file that does not (cut short, malformed, a round without a column callers read or with
 another type there, another run's, larger than any run of it, or no regular file: a FIFO, a device) is named
 in a warning and treated as missing, so the run is trained again and the file replaced; a folder in its place
-is refused before training. A checkpoint records its run's key: one that is not the run's (another seed's or
-model's, unreadable, malformed) is named in a warning and the longer run trains from the start. Files are
+is refused before training. Files are
 written to a temporary name (.fedcore-tmp.NAME.RANDOM.tmp) and renamed into place (mode 0644), so a run killed
 midway leaves nothing half-written; the store's own temporary files such a kill leaves behind are removed
 after the next run trains, and nothing else. Before training, the free space is checked against the runs'
@@ -14,33 +13,28 @@ expected size; a write that fails all the same is a WriteError naming the file.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import re
-import reprlib
 import shutil
 import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from fedcore.config import DETAIL_FIELDS, ConfigError, RunConfig
-from fedcore.results import Checkpoint, RunResult
+from fedcore.results import RunResult
 
 REPO_RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
 ENV_VAR = "FEDCORE_RUNS_DIR"
 FILE_MODE = 0o644  # results are readable by everyone
 TEMP_PREFIX, TEMP_SUFFIX = ".fedcore-tmp.", ".tmp"  # write_atomic writes PREFIX + name + .RANDOM + SUFFIX first
-RUN_SUFFIX, CHECKPOINT_SUFFIX = ".json", ".checkpoint.pt"  # a run's file is its key + RUN_SUFFIX
-# The temporary names of the store's own files (a key, 16 hex digits, and a suffix): the only files that
+RUN_SUFFIX = ".json"  # a run's file is its key + RUN_SUFFIX
+# The temporary names of the store's own files (a key, 16 hex digits, and the suffix): the only files that
 # RunStore.remove_stale_temporaries removes.
 STORE_TEMPORARY = re.compile(
-    rf"{re.escape(TEMP_PREFIX)}[0-9a-f]{{16}}({re.escape(RUN_SUFFIX)}|{re.escape(CHECKPOINT_SUFFIX)})"
-    rf"\.[a-z0-9_]+{re.escape(TEMP_SUFFIX)}")
+    rf"{re.escape(TEMP_PREFIX)}[0-9a-f]{{16}}{re.escape(RUN_SUFFIX)}\.[a-z0-9_]+{re.escape(TEMP_SUFFIX)}")
 READ_LIMIT = 4  # a stored run larger than this many times its expected size is damaged (see expected_bytes)
 log = logging.getLogger(__name__)
 
@@ -127,18 +121,17 @@ _NOT_FILES = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "
               stat.S_ISSOCK: "a socket"}
 
 
-def _not_a_run(info: os.stat_result, limit: int | None) -> str | None:
-    """Why a store entry of this status cannot be a stored run (or checkpoint), before reading it (None: it may
-    be one)."""
+def _not_a_run(info: os.stat_result, limit: int) -> str | None:
+    """Why a store entry of this status cannot be a stored run, before reading it (None: it may be one)."""
     what = next((name for test, name in _NOT_FILES.items() if test(info.st_mode)), None)
     if what is not None:
         return f"is {what}, not a file"
-    if limit is not None and info.st_size > limit:
+    if info.st_size > limit:
         return f"holds {info.st_size:,} bytes, more than any run of its configuration (at most {limit:,})"
     return None
 
 
-def _read(path: Path, limit: int | None) -> tuple[bytes | None, str | None]:
+def _read(path: Path, limit: int) -> tuple[bytes | None, str | None]:
     """(the bytes of the regular file at ``path``, None), (None, why it cannot be a stored run: larger than
     ``limit`` bytes, say), or (None, None) where nothing is stored (no file, or a folder: RunStore.check_room
     refuses that before training)."""
@@ -155,7 +148,7 @@ def _read(path: Path, limit: int | None) -> tuple[bytes | None, str | None]:
         return None, None if stat.S_ISDIR(info.st_mode) else why
     with open(fd, "rb") as f:
         try:
-            return f.read(-1 if limit is None else limit + 1), None
+            return f.read(limit + 1), None
         except OSError as err:
             return None, f"cannot be read ({err.strerror or err})"
 
@@ -177,24 +170,6 @@ def problem(result: RunResult, config: RunConfig, kind: str) -> str | None:
     return None
 
 
-def _checkpoint(data: bytes, key: str) -> tuple[Checkpoint | None, str | None]:
-    """(the checkpoint of the run ``key`` that ``data``, a checkpoint file's bytes, holds, None), or (None, why
-    it holds none: unreadable, not the store's, another run's, parameters that are not a vector of numbers)."""
-    try:
-        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load fails in many ways on bytes that are not a checkpoint
-        return None, f"cannot be read as a checkpoint ({type(err).__name__}: {reprlib.repr(str(err))})"
-    if not isinstance(saved, dict) or set(saved) != {"key", "params", "server"}:
-        return None, "is not a checkpoint of the run store"
-    if saved["key"] != key:
-        return None, f"holds the checkpoint of another run (key {reprlib.repr(saved['key'])}), not of {key!r}"
-    params = saved["params"]
-    if not isinstance(params, torch.Tensor) or params.dim() != 1 or not params.is_floating_point() \
-            or not isinstance(saved["server"], dict):
-        return None, "holds parameters that are not a vector of numbers, or a server state that is not a mapping"
-    return Checkpoint(params, saved["server"]), None
-
-
 def detailed_enough(result: RunResult, config: RunConfig, kind: str) -> bool:
     """Whether ``result`` records at least the detail (DETAIL_FIELDS, e.g. worker scoring) ``config`` asks for."""
     asked = config.experiment(kind)
@@ -210,9 +185,6 @@ class RunStore:
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}{RUN_SUFFIX}"
-
-    def checkpoint_path(self, key: str) -> Path:
-        return self.root / f"{key}{CHECKPOINT_SUFFIX}"
 
     def check_writable(self) -> None:
         """Raise ConfigError (param ``runs_dir``) unless runs can be written into the store's folder."""
@@ -252,37 +224,11 @@ class RunStore:
             log.warning("run store: %s %s; %s", path, why, then)
             self._warned.add(path)
 
-    def put(self, result: RunResult, checkpoint: bool = False) -> Path:
-        """Write a run (and, with ``checkpoint``, its checkpoint beside it, with the run's key, so that a longer run
-        can continue it)."""
+    def put(self, result: RunResult) -> Path:
+        """Write a run."""
         path = self.path(result.key)
-        if checkpoint and result.checkpoint is not None:
-            buffer = io.BytesIO()
-            torch.save({"key": result.key, "params": result.checkpoint.params, "server": result.checkpoint.server},
-                       buffer)
-            write_atomic(self.checkpoint_path(result.key), buffer.getvalue())
         write_atomic(path, json.dumps(result.to_dict()))
         return path
-
-    def shorter(self, config: RunConfig, rounds: int) -> RunResult | None:
-        """The stored whole (not diverged) federated run of ``config`` with ``rounds`` rounds and its checkpoint,
-        for the run of ``config`` to continue; None where there is none. A checkpoint that is not that run's
-        (unreadable, another run's, malformed; see _checkpoint) is named in a warning and not used."""
-        if not 0 < rounds < config.rounds:
-            return None
-        result = self.get(config.replace(rounds=rounds), "federated")
-        if result is None or result.diverged:
-            return None
-        path = self.checkpoint_path(result.key)
-        data, why = _read(path, None)
-        if data is None and why is None:
-            return None
-        if why is None:
-            result.checkpoint, why = _checkpoint(data, result.key)
-        if why is not None:
-            self._warn(path, why, "training from the start")
-            return None
-        return result
 
     def remove_stale_temporaries(self, before: float) -> list[Path]:
         """Delete the temporary files of the store's own writes (named as STORE_TEMPORARY: nothing else, and

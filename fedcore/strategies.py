@@ -126,15 +126,6 @@ class Strategy:
         """The next global parameters."""
         raise NotImplementedError
 
-    def state(self) -> dict[str, object]:
-        """The server state (the fields not set at construction), from which a run can be continued."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.init}
-
-    def load_state(self, state: dict[str, object]) -> None:
-        """Continue from a ``state``."""
-        for name, value in state.items():
-            setattr(self, name, value)
-
 
 @dataclass(eq=False)
 class FedAvg(Strategy):

@@ -187,11 +187,3 @@ def test_validation_holds_out_the_same_images_for_every_seed_and_is_scored_each_
     plain = run_federated(config.replace(validation=0), progress=False, data=toy)
     assert "val_accuracy" not in plain.rounds[0]
     assert run_centralized(config, progress=False, data=toy).rounds[-1]["val_loss"] > 0
-
-
-def test_resume_takes_a_run_scored_on_more_images_not_fewer(toy):
-    config = RunConfig(rounds=2, local_epochs=None, local_steps=2, device="cpu")
-    short = run_federated(config.replace(rounds=1, eval_workers=10), progress=False, data=toy)
-    assert run_federated(config, progress=False, data=toy, resume=short).config["eval_workers"] == 0
-    with pytest.raises(ValueError, match="scored on at least as many images"):
-        run_federated(config.replace(eval_workers=20), progress=False, data=toy, resume=short)

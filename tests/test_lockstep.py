@@ -75,34 +75,6 @@ def test_full_batch_plans_every_row_of_each_worker():
     assert torch.equal(p.index[1, 1, :3], torch.tensor([10, 11, 12])) and p.valid[1, 1].tolist() == [1, 1, 1, 0, 0]
 
 
-@pytest.mark.parametrize("strategy", ["fedavg", "fedavgm", "fedadam", "scaffold", "fedaws"])
-def test_a_run_continued_from_a_shorter_one_is_the_longer_run_bit_for_bit(toy, strategy):
-    config = RunConfig(bias=0.8, rounds=4, local_epochs=None, local_steps=4, participation=0.6, eval_workers=20,
-                       strategy=strategy, device="cpu", **KNOBS.get(strategy, {}))
-    whole = run_federated(config, progress=False, data=toy)
-    short = run_federated(config.replace(rounds=2), progress=False, data=toy)
-    longer = run_federated(config, progress=False, data=toy, resume=short)
-
-    def tables(r):
-        return ([{k: v for k, v in row.items() if k != "seconds"} for row in r.rounds], r.classes, r.workers,
-                r.confusion, r.allocation, r.key, r.config)
-
-    assert tables(longer) == tables(whole)
-    assert torch.equal(longer.checkpoint.params, whole.checkpoint.params)
-    assert short.rounds[-1]["round"] == 2 and len(short.rounds) == 3  # the short run itself is untouched
-
-
-def test_only_a_shorter_whole_run_of_the_same_experiment_can_be_continued(toy):
-    config = RunConfig(rounds=3, local_epochs=None, local_steps=2, device="cpu")
-    short = run_federated(config.replace(rounds=2), progress=False, data=toy)
-    for bad in (config.replace(rounds=2), config.replace(lr=0.1), config.replace(rounds=3, seed=1)):
-        with pytest.raises(ValueError, match="resume must be a whole federated run of this experiment"):
-            run_federated(bad, progress=False, data=toy, resume=short)
-    short.checkpoint = None
-    with pytest.raises(ValueError, match="and its checkpoint"):
-        run_federated(config, progress=False, data=toy, resume=short)
-
-
 @pytest.mark.parametrize("strategy", ["fedavg", "scaffold", "fedntd"])
 def test_the_stack_size_leaves_the_results_as_they_are(toy, strategy, monkeypatch):
     """Stacks of the model's group size against one stack of all: measured bit for bit here (the stated tolerance

@@ -120,15 +120,13 @@ def _age(path, seconds):
 def test_leftover_temporary_files_older_than_a_run_are_removed(tmp_path, toy, trained):
     store = RunStore(tmp_path)
     old = tmp_path / ".fedcore-tmp.0123456789abcdef.json.x1_ab.tmp"
-    checkpoint = tmp_path / ".fedcore-tmp.0123456789abcdef.checkpoint.pt.k3s.tmp"
     live = tmp_path / ".fedcore-tmp.fedcba9876543210.json.x2.tmp"
-    for path in (old, live, checkpoint):
+    for path in (old, live):
         path.write_text("{")
     _age(old, 3600)
-    _age(checkpoint, 3600)
     _age(live, -3600)  # as if still being written
     run(CONFIG, store=store, progress=False)
-    assert not old.exists() and not checkpoint.exists() and live.exists()
+    assert not old.exists() and live.exists()
 
 
 def test_the_cleanup_leaves_a_users_files_and_links_alone(tmp_path, toy, trained):
@@ -230,33 +228,6 @@ def test_a_run_is_refused_before_training_without_room_and_a_failed_write_names_
     assert err.value.errno == errno.ENOSPC and len(trained) == 1 and list((tmp_path / "runs").iterdir()) == []
 
 
-def test_a_longer_run_continues_a_stored_shorter_one_from_its_checkpoint(toy, tmp_path, monkeypatch):
-    """Through the store, as the tuning's successive halving uses it: the continued run is the longer run bit for
-    bit, and only the rounds beyond the shorter one train."""
-    from fedcore import runner
-    from fedcore.runner import run
-
-    monkeypatch.setattr(runner.datasets, "load", lambda *a, **k: toy)
-    store = RunStore(tmp_path)
-    config = RunConfig(bias=0.8, rounds=4, local_epochs=None, local_steps=3, strategy="fedadam", server_lr=0.01,
-                       device="cpu", processes=1)
-    short = run(config.replace(rounds=2), store=store, progress=False, keep_checkpoint=True)
-    assert store.checkpoint_path(short.key).is_file()
-    trained = []
-    monkeypatch.setitem(runner.KINDS, "federated", lambda c, progress, resume=None: trained.append(resume)
-                        or run_federated(c, progress, resume=resume))
-    continued = run(config, store=store, progress=False, resume_from=2)
-    assert trained[0] is not None and int(trained[0].config["rounds"]) == 2
-    assert not store.checkpoint_path(continued.key).exists()  # not asked to keep this one's
-    whole = run_federated(config, progress=False, data=toy)
-    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in whole.rounds]
-    assert [{k: v for k, v in row.items() if k != "seconds"} for row in continued.rounds] == strip
-    assert continued.workers == whole.workers
-    store.checkpoint_path(short.key).write_bytes(b"damaged")
-    assert store.shorter(config, 2) is None  # a damaged checkpoint: trained from the start instead
-
-
-
 @pytest.mark.parametrize(("needed", "free", "shown"), [
     (49_500, 28_000, "about 49.5 KB needed, 28.0 KB free"), (2_000, 999, "about 2.0 KB needed, 999 bytes free"),
     (3_500_000, 0, "about 3.5 MB needed, 0 bytes free"), (2 * 10**12, 10**9, "about 2,000.0 GB needed, 1.0 GB free"),
@@ -271,74 +242,3 @@ def test_a_full_disk_shows_the_sizes_in_a_unit_that_shows_them(monkeypatch, tmp_
         check_free(tmp_path, needed, "runs_dir")
 
 
-def _resumable(toy, tmp_path, monkeypatch):
-    """A store with a 2-round run (and its checkpoint) of a 4-round config to continue, training on the toy set;
-    the list records the run each training continued (None: from the start)."""
-    from fedcore import runner
-
-    monkeypatch.setattr(runner.datasets, "load", lambda *a, **k: toy)
-    store = RunStore(tmp_path)
-    config = RunConfig(bias=0.8, rounds=4, local_epochs=None, local_steps=3, strategy="fedadam", server_lr=0.01,
-                       device="cpu", processes=1)
-    run(config.replace(rounds=2), store=store, progress=False, keep_checkpoint=True)
-    starts = []
-    monkeypatch.setitem(runner.KINDS, "federated", lambda c, progress, resume=None: starts.append(resume)
-                        or run_federated(c, progress, resume=resume))
-    return store, config, starts
-
-
-def _without_seconds(result):
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in result.rounds]
-
-
-@pytest.mark.parametrize("case", ["another model", "another seed", "parameters not a tensor", "no key",
-                                  "not a checkpoint"])
-def test_a_checkpoint_that_is_not_the_runs_is_named_and_the_run_trains_from_the_start(
-        toy, tmp_path, monkeypatch, caplog, case):
-    """Issue 22, item 8: a foreign checkpoint (another model's shape, another seed's of the same shape), parameters
-    that are no tensor, or no checkpoint at all: a warning naming the file, training from the start."""
-    import torch
-
-    store, config, starts = _resumable(toy, tmp_path, monkeypatch)
-    path = store.checkpoint_path(config.replace(rounds=2).key())
-    if case in ("another model", "another seed"):
-        other = config.replace(rounds=2, **({"model": "logistic"} if case == "another model" else {"seed": 1}))
-        run(other, store=store, progress=False, keep_checkpoint=True)
-        path.write_bytes(store.checkpoint_path(other.key()).read_bytes())
-    elif case == "not a checkpoint":
-        torch.save([1, 2, 3], path)
-    else:
-        saved = torch.load(path, weights_only=True)
-        if case == "no key":
-            saved.pop("key", None)
-        else:
-            saved["params"] = saved["params"].tolist()
-        torch.save(saved, path)
-    with caplog.at_level(logging.WARNING, logger="fedcore.store"):
-        continued = run(config, store=store, progress=False, resume_from=2)
-    assert starts[-1] is None and str(path) in caplog.text and "training from the start" in caplog.text
-    assert _without_seconds(continued) == _without_seconds(run_federated(config, progress=False, data=toy))
-
-
-@pytest.mark.parametrize("many", [False, True], ids=["run", "run_many"])
-def test_a_run_continues_a_stored_shorter_run_scored_on_more_images(toy, tmp_path, monkeypatch, many):
-    """Issue 22, item 2: the store serves the 2-round run scored on 50 images for the request for 20, and the
-    longer run continues it; it records its own eval_workers (the new rounds are scored on 20 images, the
-    resumed ones on 50), so a request for 30 trains again (continuing the 2-round run)."""
-    from fedcore.runner import run_many
-
-    store, config, starts = _resumable(toy, tmp_path, monkeypatch)
-    config = config.replace(eval_workers=20)
-    short = run(config.replace(rounds=2, eval_workers=50), store=store, progress=False, force=True,
-                keep_checkpoint=True)
-    ask = {"store": store, "progress": False, "resume_from": 2}
-    continued = run_many([(config, "federated")], **ask)[0] if many else run(config, **ask)
-    assert starts[-1] is not None and starts[-1].config["eval_workers"] == 50
-    whole = run_federated(config, progress=False, data=toy)
-    assert _without_seconds(continued) == _without_seconds(whole) and continued.config == whole.config
-    resumed = len(short.workers)
-    assert continued.workers[:resumed] == short.workers and continued.workers[resumed:] == whole.workers[resumed:]
-    assert json.loads(store.path(config.key()).read_text())["config"]["eval_workers"] == 20
-    trained = len(starts)
-    more = run(config.replace(eval_workers=30), **ask)  # not the 4-round run: it continues the 2-round one again
-    assert len(starts) == trained + 1 and starts[-1] is not None and more.config["eval_workers"] == 30

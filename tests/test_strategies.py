@@ -301,16 +301,6 @@ def test_label_skew_losses_see_only_each_workers_own_class_counts(toy, monkeypat
     assert all((row > 0).sum() == 1 for row in counts)  # bias 1: each worker holds one digit
 
 
-def test_server_state_round_trips():
-    s = FedAdam(server_lr=0.1, beta1=0.5, beta2=0.6, tau=0.01)
-    s.aggregate(t(GLOBAL), two_updates())
-    other = FedAdam(server_lr=0.1, beta1=0.5, beta2=0.6, tau=0.01)
-    other.load_state(s.state())
-    assert set(s.state()) == {"m", "v"}
-    assert torch.equal(other.aggregate(t(GLOBAL), two_updates()), s.aggregate(t(GLOBAL), two_updates()))
-    assert FedAvg().state() == {} and set(Scaffold(3, 1.0).state()) == {"c", "c_worker"}
-
-
 def test_fedrs_drifts_every_logit_together_and_removing_the_common_gradient_part_stops_it(toy):
     """At one class per worker the mean output bias (the bias part of the mean logit) stays where it started
     under FedAvg, whose workers' logit gradients sum to zero, climbs under FedRS, and stays put again once the
